@@ -1,0 +1,853 @@
+//! Configuration: a YAML file (or the embedded default) merged with `VIGIL_*` environment
+//! variables, decoded and validated in one pass that collects every error with its key path and
+//! line. A [`Config`] that exists is valid: regexes are compiled, files read, probes built.
+
+mod lines;
+pub mod values;
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Yaml};
+use figment::value::Value;
+use serde::Deserialize;
+
+use crate::probe::{Kind, Probe, Role};
+use crate::secret::{Secret, SecretSource};
+use lines::KeyLines;
+
+/// The embedded default config: `examples/vigil.yml`, compiled in.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../examples/vigil.yml");
+
+/// Where the config comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A YAML file.
+    File(PathBuf),
+    /// The embedded default.
+    Embedded,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::File(path) => write!(f, "{}", path.display()),
+            Source::Embedded => f.write_str("embedded default config (examples/vigil.yml)"),
+        }
+    }
+}
+
+/// Defaults that apply to every probe unless it sets its own.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Defaults {
+    /// How often each probe runs.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// How long one attempt may take before it ends DOWN with reason `timeout`.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Latency above this: DEGRADED.
+    #[serde(with = "humantime_serde")]
+    pub degraded_after: Duration,
+    /// Latency above this: DOWN.
+    #[serde(with = "humantime_serde")]
+    pub down_after: Duration,
+    /// Extra attempts after a DOWN result (each counted in `vigil_probe_retries_total`).
+    pub retries: u32,
+    /// Pause between attempts.
+    #[serde(with = "humantime_serde")]
+    pub retry_delay: Duration,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(10),
+            degraded_after: Duration::from_secs(1),
+            down_after: Duration::from_secs(5),
+            retries: 0,
+            retry_delay: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The timing of one probe, defaults resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Timing {
+    /// Run every `interval`.
+    pub interval: Duration,
+    /// Per-attempt timeout.
+    pub timeout: Duration,
+    /// DEGRADED above this latency.
+    pub degraded_after: Duration,
+    /// DOWN above this latency.
+    pub down_after: Duration,
+    /// Extra attempts after DOWN.
+    pub retries: u32,
+    /// Pause between attempts.
+    pub retry_delay: Duration,
+}
+
+/// Per-probe settings shared by every kind (the rest of the probe's keys belong to its kind).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Common {
+    name: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    interval: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    degraded_after: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    down_after: Option<Duration>,
+    retries: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    retry_delay: Option<Duration>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    remediation: Option<Remediation>,
+}
+
+/// Keys of [`Common`]; every other key of a probe belongs to its kind.
+const PROBE_KEYS: &[&str] = &[
+    "name",
+    "interval",
+    "timeout",
+    "degraded_after",
+    "down_after",
+    "retries",
+    "retry_delay",
+    "labels",
+    "remediation",
+];
+/// The subset of [`PROBE_KEYS`] that a `/probe` module may set.
+const MODULE_KEYS: &[&str] = &[
+    "timeout",
+    "degraded_after",
+    "down_after",
+    "retries",
+    "retry_delay",
+];
+/// Top-level keys.
+const TOP_KEYS: &[&str] = &["defaults", "labels", "probes", "modules", "concurrency"];
+
+/// What to do when a probe's alert asks for remediation (carried out by `vigil receiver`).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct Remediation {
+    /// Restart a Kubernetes workload (the annotation patch `kubectl rollout restart` makes).
+    pub kubernetes: Option<KubernetesWorkload>,
+    /// Restart a Docker container.
+    pub docker: Option<DockerContainer>,
+}
+
+/// A Kubernetes workload to restart: a namespace and exactly one of the workload keys.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesWorkload {
+    /// Namespace of the workload.
+    pub namespace: String,
+    /// A Deployment name.
+    pub deployment: Option<String>,
+    /// A StatefulSet name.
+    pub statefulset: Option<String>,
+    /// A DaemonSet name.
+    pub daemonset: Option<String>,
+}
+
+/// A Docker container to restart, by name.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct DockerContainer {
+    /// The container's name.
+    pub container: String,
+}
+
+impl Remediation {
+    /// The action label value (`kubernetes_rollout_restart`, `docker_restart`).
+    pub fn action(&self) -> &'static str {
+        if self.kubernetes.is_some() {
+            "kubernetes_rollout_restart"
+        } else {
+            "docker_restart"
+        }
+    }
+
+    fn validate(&self, ctx: &mut BuildContext, path: &str) {
+        match (&self.kubernetes, &self.docker) {
+            (Some(_), Some(_)) | (None, None) => {
+                ctx.error(path, "set exactly one of `kubernetes` or `docker`");
+            }
+            (Some(k), None) => {
+                let set = [&k.deployment, &k.statefulset, &k.daemonset]
+                    .iter()
+                    .filter(|w| w.is_some())
+                    .count();
+                if set != 1 {
+                    ctx.error(
+                        &format!("{path}.kubernetes"),
+                        "set exactly one of `deployment`, `statefulset` or `daemonset`",
+                    );
+                }
+            }
+            (None, Some(_)) => {}
+        }
+    }
+}
+
+/// A validated, self-scheduled probe.
+#[derive(Clone, Debug)]
+pub struct ProbeDef {
+    /// Unique name, the `probe` label.
+    pub name: String,
+    /// Its timing, defaults resolved.
+    pub timing: Timing,
+    /// User labels (global merged with the probe's own), sorted by name.
+    pub labels: Arc<[(String, String)]>,
+    /// The compiled probe.
+    pub probe: Probe,
+    /// The target as written (URL, address); used by `check`.
+    pub target: String,
+    /// The target for display: credentials and secret-looking query values removed.
+    pub display_target: String,
+    /// Declared remediation, if any.
+    pub remediation: Option<Remediation>,
+    /// Changes whenever anything that defines this probe changes, files it reads included.
+    pub fingerprint: u64,
+}
+
+impl ProbeDef {
+    /// The probe's kind.
+    pub fn kind(&self) -> Kind {
+        self.probe.kind()
+    }
+}
+
+/// A validated `/probe` module.
+#[derive(Clone, Debug)]
+pub struct ModuleDef {
+    /// Timeout, thresholds and retries (interval unused).
+    pub timing: Timing,
+    /// The compiled probe; the target comes with each request.
+    pub probe: Probe,
+}
+
+/// A validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where it was read from.
+    pub source: Source,
+    /// Self-scheduled probes, in file order.
+    pub probes: Vec<ProbeDef>,
+    /// `/probe` modules by name.
+    pub modules: BTreeMap<String, ModuleDef>,
+    /// At most this many probe attempts run at once.
+    pub concurrency: usize,
+}
+
+/// One problem in a config, with where it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted key path (`probes.2.url`); empty for the document itself.
+    pub path: String,
+    /// 1-based line in the file, when known.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(line) = self.line {
+            write!(f, "line {line}: ")?;
+        }
+        if !self.path.is_empty() {
+            write!(f, "{}: ", display_path(&self.path))?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Every problem found in a config.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigErrors {
+    /// Which config.
+    pub source: String,
+    /// The problems, in file order where lines are known.
+    pub errors: Vec<ConfigError>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.errors.len();
+        write!(
+            f,
+            "{}: {n} error{}",
+            self.source,
+            if n == 1 { "" } else { "s" }
+        )?;
+        for e in &self.errors {
+            write!(f, "\n  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// `probes.2.url` -> `probes[2].url`.
+fn display_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len() + 4);
+    for (i, part) in path.split('.').enumerate() {
+        if !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) {
+            out.push('[');
+            out.push_str(part);
+            out.push(']');
+        } else {
+            if i > 0 {
+                out.push('.');
+            }
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+/// State carried while a config is built: errors found so far, where keys are, files read.
+pub struct BuildContext {
+    errors: Vec<ConfigError>,
+    lines: KeyLines,
+    base_dir: PathBuf,
+    files: DefaultHasher,
+}
+
+impl BuildContext {
+    fn new(lines: KeyLines, base_dir: PathBuf) -> Self {
+        Self {
+            errors: Vec::new(),
+            lines,
+            base_dir,
+            files: DefaultHasher::new(),
+        }
+    }
+
+    /// Records an error at `path` (dotted).
+    pub fn error(&mut self, path: &str, message: impl Into<String>) {
+        let line = self.lines.line_of(path);
+        self.errors.push(ConfigError {
+            path: path.to_string(),
+            line,
+            message: message.into(),
+        });
+    }
+
+    /// Decodes `value` (found at `path`) as `T`, recording every error it reports.
+    pub fn deserialize<T: for<'de> Deserialize<'de>>(
+        &mut self,
+        value: &Value,
+        path: &str,
+    ) -> Option<T> {
+        match value.deserialize::<T>() {
+            Ok(v) => Some(v),
+            Err(errors) => {
+                for e in errors {
+                    let mut full = path.to_string();
+                    for part in &e.path {
+                        if !full.is_empty() {
+                            full.push('.');
+                        }
+                        full.push_str(part);
+                    }
+                    let message = match &e.kind {
+                        figment::error::Kind::UnknownField(field, expected) => {
+                            full = join(&full, field);
+                            format!(
+                                "unknown key `{field}`, expected one of: {}",
+                                expected.join(", ")
+                            )
+                        }
+                        figment::error::Kind::MissingField(field) => {
+                            format!("missing key `{field}`")
+                        }
+                        kind => kind.to_string(),
+                    };
+                    self.error(&full, message);
+                }
+                None
+            }
+        }
+    }
+
+    /// Resolves a path from the config against the config file's folder.
+    pub fn resolve_path(&self, file: &Path) -> PathBuf {
+        if file.is_absolute() {
+            file.to_path_buf()
+        } else {
+            self.base_dir.join(file)
+        }
+    }
+
+    /// Reads a file named at `path`; its content joins the probe's fingerprint.
+    pub fn read_file(&mut self, path: &str, file: &Path) -> Option<Vec<u8>> {
+        let resolved = self.resolve_path(file);
+        match std::fs::read(&resolved) {
+            Ok(bytes) => {
+                bytes.hash(&mut self.files);
+                Some(bytes)
+            }
+            Err(e) => {
+                self.error(path, format!("cannot read {}: {e}", resolved.display()));
+                None
+            }
+        }
+    }
+
+    /// Reads a secret (inline or from a file), trimming one trailing newline.
+    pub fn secret(&mut self, path: &str, source: &SecretSource) -> Option<Secret> {
+        match source {
+            SecretSource::Inline(value) => Some(Secret::new(value.as_str())),
+            SecretSource::File { file } => {
+                let bytes = self.read_file(path, file)?;
+                match String::from_utf8(bytes) {
+                    Ok(text) => {
+                        let text = text.strip_suffix('\n').unwrap_or(&text);
+                        let text = text.strip_suffix('\r').unwrap_or(text);
+                        Some(Secret::new(text))
+                    }
+                    Err(_) => {
+                        self.error(path, format!("{} is not UTF-8 text", file.display()));
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    fn take_file_digest(&mut self) -> u64 {
+        std::mem::replace(&mut self.files, DefaultHasher::new()).finish()
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// Label names a user may not take: vigil's own labels and Prometheus' target labels.
+const RESERVED_LABELS: &[&str] = &[
+    "probe", "kind", "status", "reason", "phase", "level", "le", "target", "action", "instance",
+    "job",
+];
+
+fn check_labels(ctx: &mut BuildContext, path: &str, labels: &BTreeMap<String, String>) {
+    for name in labels.keys() {
+        let key = format!("{path}.{name}");
+        let valid = name
+            .chars()
+            .enumerate()
+            .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()))
+            && !name.is_empty();
+        if !valid {
+            ctx.error(
+                &key,
+                format!("`{name}` is not a valid label name ([a-zA-Z_][a-zA-Z0-9_]*)"),
+            );
+        } else if name.starts_with("__") {
+            ctx.error(
+                &key,
+                format!("label names starting with `__` are reserved for Prometheus (`{name}`)"),
+            );
+        } else if RESERVED_LABELS.contains(&name.as_str()) {
+            ctx.error(
+                &key,
+                format!("label `{name}` is set by vigil itself; pick another name"),
+            );
+        }
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'))
+}
+
+impl Config {
+    /// Reads and validates the config from `source`, with `VIGIL_*` environment overrides.
+    pub fn load(source: &Source) -> Result<Config, ConfigErrors> {
+        let fail = |errors| ConfigErrors {
+            source: source.to_string(),
+            errors,
+        };
+        let (text, base_dir) = match source {
+            Source::File(path) => match std::fs::read_to_string(path) {
+                Ok(text) => (
+                    text,
+                    path.parent().map(Path::to_path_buf).unwrap_or_default(),
+                ),
+                Err(e) => {
+                    return Err(fail(vec![ConfigError {
+                        path: String::new(),
+                        line: None,
+                        message: format!("cannot read the file: {e}"),
+                    }]));
+                }
+            },
+            Source::Embedded => (EMBEDDED_DEFAULT.to_string(), PathBuf::from(".")),
+        };
+        Self::from_yaml(
+            source.clone(),
+            &text,
+            base_dir,
+            Env::prefixed("VIGIL_").split("__"),
+        )
+        .map_err(fail)
+    }
+
+    /// Validates a config given as text (`base_dir` resolves relative file paths).
+    pub fn parse(text: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
+        Self::from_yaml(
+            Source::Embedded,
+            text,
+            base_dir.to_path_buf(),
+            Env::prefixed("VIGIL_").split("__"),
+        )
+        .map_err(|errors| ConfigErrors {
+            source: "config".into(),
+            errors,
+        })
+    }
+
+    fn from_yaml(
+        source: Source,
+        text: &str,
+        base_dir: PathBuf,
+        env: Env,
+    ) -> Result<Config, Vec<ConfigError>> {
+        let lines = KeyLines::parse(text).map_err(|e| {
+            vec![ConfigError {
+                path: String::new(),
+                line: Some(e.line),
+                message: format!("invalid YAML: {}", e.message),
+            }]
+        })?;
+        let mut ctx = BuildContext::new(lines, base_dir);
+        let figment = if text.trim().is_empty() {
+            Figment::new()
+        } else {
+            Figment::from(Yaml::string(text))
+        };
+        let figment = figment.merge(env);
+        let root: BTreeMap<String, Value> = match figment.extract() {
+            Ok(root) => root,
+            Err(errors) => {
+                for e in errors {
+                    ctx.error(&e.path.join("."), e.kind.to_string());
+                }
+                return Err(ctx.errors);
+            }
+        };
+
+        let mut defaults = Defaults::default();
+        let mut global_labels = BTreeMap::new();
+        let mut concurrency = 512usize;
+        for (key, value) in &root {
+            match key.as_str() {
+                "defaults" => defaults = ctx.deserialize(value, key).unwrap_or_default(),
+                "labels" => {
+                    global_labels = ctx.deserialize(value, key).unwrap_or_default();
+                    check_labels(&mut ctx, key, &global_labels);
+                }
+                "concurrency" => match ctx.deserialize::<usize>(value, key) {
+                    Some(0) => ctx.error(key, "must be at least 1"),
+                    Some(n) => concurrency = n,
+                    None => {}
+                },
+                "probes" | "modules" => {}
+                other => ctx.error(
+                    other,
+                    format!(
+                        "unknown key `{other}`, expected one of: {}",
+                        TOP_KEYS.join(", ")
+                    ),
+                ),
+            }
+        }
+        check_timing(
+            &mut ctx,
+            "defaults",
+            &resolve(&defaults, &Common::default()),
+        );
+
+        let mut probes = Vec::new();
+        if let Some(value) = root.get("probes") {
+            let items: Vec<Value> = ctx.deserialize(value, "probes").unwrap_or_default();
+            let mut names = HashSet::new();
+            for (i, item) in items.iter().enumerate() {
+                let path = format!("probes.{i}");
+                if let Some(def) = build_probe(&mut ctx, &path, item, &defaults, &global_labels) {
+                    if !names.insert(def.name.clone()) {
+                        ctx.error(
+                            &format!("{path}.name"),
+                            format!(
+                                "probe name `{}` is used twice; names must be unique",
+                                def.name
+                            ),
+                        );
+                    }
+                    probes.push(def);
+                }
+            }
+        }
+
+        let mut modules = BTreeMap::new();
+        if let Some(value) = root.get("modules") {
+            let items: BTreeMap<String, Value> =
+                ctx.deserialize(value, "modules").unwrap_or_default();
+            for (name, item) in &items {
+                let path = format!("modules.{name}");
+                if let Some(def) = build_module(&mut ctx, &path, item, &defaults) {
+                    modules.insert(name.clone(), def);
+                }
+            }
+        }
+
+        if ctx.errors.is_empty() {
+            Ok(Config {
+                source,
+                probes,
+                modules,
+                concurrency,
+            })
+        } else {
+            ctx.errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+            Err(ctx.errors)
+        }
+    }
+}
+
+fn resolve(defaults: &Defaults, common: &Common) -> Timing {
+    Timing {
+        interval: common.interval.unwrap_or(defaults.interval),
+        timeout: common.timeout.unwrap_or(defaults.timeout),
+        degraded_after: common.degraded_after.unwrap_or(defaults.degraded_after),
+        down_after: common.down_after.unwrap_or(defaults.down_after),
+        retries: common.retries.unwrap_or(defaults.retries),
+        retry_delay: common.retry_delay.unwrap_or(defaults.retry_delay),
+    }
+}
+
+fn check_timing(ctx: &mut BuildContext, path: &str, timing: &Timing) {
+    let show = |d: Duration| humantime::format_duration(d).to_string();
+    if timing.interval.is_zero() {
+        ctx.error(&join(path, "interval"), "must be greater than 0");
+    }
+    if timing.timeout.is_zero() {
+        ctx.error(&join(path, "timeout"), "must be greater than 0");
+    } else if timing.timeout >= timing.interval {
+        ctx.error(
+            &join(path, "timeout"),
+            format!(
+                "timeout ({}) must be shorter than interval ({})",
+                show(timing.timeout),
+                show(timing.interval)
+            ),
+        );
+    }
+    if timing.degraded_after > timing.down_after {
+        ctx.error(
+            &join(path, "degraded_after"),
+            format!(
+                "degraded_after ({}) must not exceed down_after ({})",
+                show(timing.degraded_after),
+                show(timing.down_after)
+            ),
+        );
+    }
+}
+
+/// Splits a probe's keys into the common ones and its kind's; `None` after recording errors.
+fn split_keys<'a>(
+    ctx: &mut BuildContext,
+    path: &str,
+    item: &'a Value,
+    common_keys: &[&str],
+) -> Option<(Kind, Value, Value)> {
+    let dict: BTreeMap<String, Value> = ctx.deserialize(item, path)?;
+    let Some(kind_value) = dict.get("kind") else {
+        ctx.error(
+            path,
+            format!("missing key `kind` (one of: {})", Kind::NAMES.join(", ")),
+        );
+        return None;
+    };
+    let kind_path = join(path, "kind");
+    let kind_name: String = ctx.deserialize(kind_value, &kind_path)?;
+    let Some(kind) = Kind::from_name(&kind_name) else {
+        ctx.error(
+            &kind_path,
+            format!(
+                "unknown kind `{kind_name}`, expected one of: {}",
+                Kind::NAMES.join(", ")
+            ),
+        );
+        return None;
+    };
+    let mut common = BTreeMap::new();
+    let mut own = BTreeMap::new();
+    for (key, value) in dict {
+        if key == "kind" {
+            continue;
+        }
+        if common_keys.contains(&key.as_str()) {
+            common.insert(key, value);
+        } else if PROBE_KEYS.contains(&key.as_str()) {
+            ctx.error(
+                &join(path, &key),
+                format!("`{key}` does not apply to a /probe module"),
+            );
+        } else {
+            own.insert(key, value);
+        }
+    }
+    Some((kind, Value::from(common), Value::from(own)))
+}
+
+fn build_probe(
+    ctx: &mut BuildContext,
+    path: &str,
+    item: &Value,
+    defaults: &Defaults,
+    global_labels: &BTreeMap<String, String>,
+) -> Option<ProbeDef> {
+    let errors_before = ctx.errors.len();
+    ctx.take_file_digest();
+    let (kind, common_value, own) = split_keys(ctx, path, item, PROBE_KEYS)?;
+    let common: Common = ctx.deserialize(&common_value, path).unwrap_or_default();
+    let name = match &common.name {
+        Some(name) if valid_name(name) => name.clone(),
+        Some(name) => {
+            ctx.error(
+                &join(path, "name"),
+                format!("`{name}` is not a valid probe name (letters, digits and . _ - :, starting with a letter or digit)"),
+            );
+            String::new()
+        }
+        None => {
+            ctx.error(path, "missing key `name`");
+            String::new()
+        }
+    };
+    let timing = resolve(defaults, &common);
+    check_timing(ctx, path, &timing);
+    check_labels(ctx, &join(path, "labels"), &common.labels);
+    if let Some(remediation) = &common.remediation {
+        remediation.validate(ctx, &join(path, "remediation"));
+    }
+    let built = Probe::build(kind, &own, ctx, path, Role::Scheduled);
+    if ctx.errors.len() > errors_before {
+        return None;
+    }
+    let (probe, target) = built?;
+    let mut labels = global_labels.clone();
+    labels.extend(common.labels.clone());
+    let labels: Arc<[(String, String)]> = labels.into_iter().collect();
+    let target = target.unwrap_or_default();
+
+    let mut hasher = DefaultHasher::new();
+    serde_json::to_string(item)
+        .unwrap_or_default()
+        .hash(&mut hasher);
+    timing.hash(&mut hasher);
+    labels.hash(&mut hasher);
+    ctx.take_file_digest().hash(&mut hasher);
+    Some(ProbeDef {
+        display_target: redact_target(&target),
+        name,
+        timing,
+        labels,
+        probe,
+        target,
+        remediation: common.remediation,
+        fingerprint: hasher.finish(),
+    })
+}
+
+fn build_module(
+    ctx: &mut BuildContext,
+    path: &str,
+    item: &Value,
+    defaults: &Defaults,
+) -> Option<ModuleDef> {
+    let errors_before = ctx.errors.len();
+    let (kind, common_value, own) = split_keys(ctx, path, item, MODULE_KEYS)?;
+    let common: Common = ctx.deserialize(&common_value, path).unwrap_or_default();
+    let mut timing = resolve(defaults, &common);
+    // A module runs when scraped, not on an interval: only its timeout and thresholds matter.
+    timing.interval = Duration::MAX;
+    check_timing(ctx, path, &timing);
+    let built = Probe::build(kind, &own, ctx, path, Role::Module);
+    if ctx.errors.len() > errors_before {
+        return None;
+    }
+    let (probe, _) = built?;
+    Some(ModuleDef { timing, probe })
+}
+
+/// Removes what must not be published from a target: URL credentials and the values of query
+/// parameters that look like secrets (`token`, `key`, `password`, ...).
+pub fn redact_target(target: &str) -> String {
+    let Ok(mut url) = url::Url::parse(target) else {
+        return target.to_string();
+    };
+    if url.cannot_be_a_base() {
+        return target.to_string();
+    }
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    if url.query().is_some() {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let lower = k.to_ascii_lowercase();
+                let secret = [
+                    "token",
+                    "key",
+                    "secret",
+                    "password",
+                    "passwd",
+                    "auth",
+                    "signature",
+                    "sig",
+                ]
+                .iter()
+                .any(|s| lower.contains(s));
+                (
+                    k.into_owned(),
+                    if secret {
+                        "redacted".to_string()
+                    } else {
+                        v.into_owned()
+                    },
+                )
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,37 @@
+//! vigil: a Prometheus-native probing exporter.
+//!
+//! Probes (HTTP, TCP, ...) run on their own schedule or through a blackbox-style `/probe`
+//! endpoint; each run ends UP, DEGRADED or DOWN with a reason, and everything is published as
+//! Prometheus metrics.
+
+pub mod app;
+pub mod config;
+pub mod metrics;
+pub mod once;
+pub mod probe;
+pub mod scheduler;
+pub mod secret;
+pub mod state;
+pub mod web;
+
+/// Errors that cross module boundaries.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The config is invalid.
+    #[error("{0}")]
+    Config(#[from] config::ConfigErrors),
+    /// The listener's web config is invalid.
+    #[error("web config: {0}")]
+    WebConfig(String),
+    /// An I/O operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Result with the crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

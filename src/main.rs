@@ -1,0 +1,222 @@
+//! The `vigil` command line: thin; the work is in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing::{error, info};
+
+use vigil::app::App;
+use vigil::config::{Config, Source};
+use vigil::scheduler::Shard;
+use vigil::web::listener::{self, WebConfig};
+
+#[derive(Parser)]
+#[command(name = "vigil", version, about = "Prometheus-native probing exporter")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args)]
+struct LogArgs {
+    /// Log level: error, warn, info, debug, trace (or a tracing filter).
+    #[arg(long = "log.level", default_value = "info")]
+    log_level: String,
+    /// Log format.
+    #[arg(long = "log.format", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the exporter.
+    Run {
+        /// Config file (default: the embedded examples/vigil.yml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Address to listen on: HOST:PORT, or :PORT for every interface.
+        #[arg(long = "web.listen-address", default_value = ":9430")]
+        listen_address: String,
+        /// Web config file with TLS and basic auth settings (Prometheus format).
+        #[arg(long = "web.config.file")]
+        web_config: Option<PathBuf>,
+        /// Run only this replica's share of the probes: i/n.
+        #[arg(long)]
+        shard: Option<String>,
+        #[command(flatten)]
+        log: LogArgs,
+    },
+    /// Validate a config: exit 0, or print every error with its location and exit 1.
+    Check {
+        /// Config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run every probe once, print a table; exit 0 only if every probe is UP.
+    Once {
+        /// Config file (default: the embedded examples/vigil.yml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        log: LogArgs,
+    },
+}
+
+fn init_logs(args: &LogArgs) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .with_context(|| format!("invalid --log.level {:?}", args.log_level))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+    Ok(())
+}
+
+fn source(config: Option<PathBuf>) -> Source {
+    config.map_or(Source::Embedded, Source::File)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check { config } => check(config),
+        Command::Once { config, log } => {
+            init_logs(&log).and_then(|()| runtime()?.block_on(once(source(config))))
+        }
+        Command::Run {
+            config,
+            listen_address,
+            web_config,
+            shard,
+            log,
+        } => init_logs(&log).and_then(|()| {
+            runtime()?.block_on(run(
+                source(config),
+                &listen_address,
+                web_config,
+                shard.as_deref(),
+            ))
+        }),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("vigil: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the Tokio runtime")
+}
+
+fn check(path: PathBuf) -> anyhow::Result<ExitCode> {
+    match Config::load(&Source::File(path.clone())) {
+        Ok(config) => {
+            println!(
+                "{}: OK ({} probes, {} modules)",
+                path.display(),
+                config.probes.len(),
+                config.modules.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            println!("{errors}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn once(source: Source) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&source)?;
+    let results = vigil::once::run(&config).await;
+    print!("{}", vigil::once::table(&results));
+    Ok(if vigil::once::all_up(&results) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn run(
+    source: Source,
+    listen: &str,
+    web_config: Option<PathBuf>,
+    shard: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let shard = shard
+        .map(Shard::parse)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let addr = listener::parse_listen_address(listen).map_err(anyhow::Error::msg)?;
+    let web = match &web_config {
+        Some(path) => WebConfig::load(path).map_err(anyhow::Error::msg)?,
+        None => WebConfig::default(),
+    };
+    let config = Config::load(&source)?;
+    let socket = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
+    info!(address = %socket.local_addr().unwrap_or(addr), tls = web.tls_server_config.is_some(), "listening");
+    let app = App::start(config, shard);
+    tokio::spawn(reload_on_sighup(app.clone()));
+    let router = vigil::web::router(app.clone());
+    listener::serve(
+        socket,
+        router,
+        &web,
+        shutdown_signal(),
+        Duration::from_secs(10),
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
+    app.stop();
+    info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            error!(error = %e, "cannot listen for SIGTERM");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
+    }
+}
+
+async fn reload_on_sighup(app: Arc<App>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        error!("cannot listen for SIGHUP; reload with POST /-/reload");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        info!("SIGHUP received: reloading");
+        let app = app.clone();
+        let _ = tokio::task::spawn_blocking(move || app.reload()).await;
+    }
+}

@@ -1,0 +1,429 @@
+//! `/metrics`: vigil's own metrics plus a collector that encodes every probe's state at scrape
+//! time, so probes removed by a reload vanish without bookkeeping.
+
+use std::fmt::{self, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::time::SystemTime;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, LabelSetEncoder};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::probe::Level;
+use crate::state::{ProbeState, State, lock};
+
+/// `Content-Type` of the OpenMetrics text format.
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// `Content-Type` of the classic Prometheus text format.
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Seconds since the Unix epoch.
+pub fn unix_seconds(t: SystemTime) -> f64 {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => d.as_secs_f64(),
+        Err(e) => -e.duration().as_secs_f64(),
+    }
+}
+
+/// Gauges about configuration reloads.
+#[derive(Debug, Default)]
+pub struct ReloadMetrics {
+    /// 1 when the last reload worked, 0 when it failed.
+    pub successful: Gauge<i64, AtomicI64>,
+    /// When the config was last loaded successfully.
+    pub success_timestamp: Gauge<f64, AtomicU64>,
+}
+
+impl ReloadMetrics {
+    /// Records a reload attempt.
+    pub fn record(&self, ok: bool) {
+        self.successful.set(i64::from(ok));
+        if ok {
+            self.success_timestamp.set(unix_seconds(SystemTime::now()));
+        }
+    }
+}
+
+/// Builds the registry: build info, reload gauges and the probe collector.
+pub fn registry(state: Arc<State>, reload: &ReloadMetrics) -> Registry {
+    let mut registry = Registry::default();
+    registry.register(
+        "vigil_build",
+        "vigil's version",
+        Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+    );
+    registry.register(
+        "vigil_config_last_reload_successful",
+        "Whether the last configuration load or reload succeeded (1) or failed (0)",
+        reload.successful.clone(),
+    );
+    registry.register_with_unit(
+        "vigil_config_last_reload_success_timestamp",
+        "When the configuration was last loaded successfully",
+        Unit::Seconds,
+        reload.success_timestamp.clone(),
+    );
+    registry.register_collector(Box::new(ProbeCollector { state }));
+    registry
+}
+
+/// Encodes `registry` in OpenMetrics text, or in the classic Prometheus text format when
+/// `openmetrics` is false (for clients such as `promtool check metrics` that ask for it).
+pub fn encode(registry: &Registry, openmetrics: bool) -> Result<String, fmt::Error> {
+    let mut text = String::with_capacity(64 * 1024);
+    prometheus_client::encoding::text::encode(&mut text, registry)?;
+    if openmetrics {
+        Ok(text)
+    } else {
+        Ok(to_prometheus_text(&text))
+    }
+}
+
+/// Rewrites OpenMetrics text as Prometheus text 0.0.4: counters and infos are named after their
+/// samples (`_total`, `_info`), infos become gauges, `# UNIT` and `# EOF` go.
+pub fn to_prometheus_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut lines = openmetrics.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            // HELP precedes TYPE; look ahead to learn the family's type.
+            let name = rest.split(' ').next().unwrap_or_default();
+            let help = &rest[name.len()..];
+            let kind = lines
+                .peek()
+                .and_then(|l| l.strip_prefix("# TYPE "))
+                .and_then(|t| t.rsplit(' ').next());
+            let (name, kind) = rename(name, kind.unwrap_or("untyped"));
+            let _ = writeln!(out, "# HELP {name}{help}");
+            if let Some(next) = lines.peek() {
+                if next.starts_with("# TYPE ") {
+                    lines.next();
+                    let _ = writeln!(out, "# TYPE {name} {kind}");
+                }
+            }
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split(' ');
+            let (name, kind) = (
+                parts.next().unwrap_or_default(),
+                parts.next().unwrap_or("untyped"),
+            );
+            let (name, kind) = rename(name, kind);
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+fn rename(name: &str, kind: &str) -> (String, &'static str) {
+    match kind {
+        "counter" => (format!("{name}_total"), "counter"),
+        "info" => (format!("{name}_info"), "gauge"),
+        "gauge" => (name.to_string(), "gauge"),
+        "histogram" => (name.to_string(), "histogram"),
+        "summary" => (name.to_string(), "summary"),
+        _ => (name.to_string(), "untyped"),
+    }
+}
+
+/// The label set of a probe series: `probe`, `kind`, extra labels of the metric, user labels.
+struct ProbeLabels<'a> {
+    state: &'a ProbeState,
+    extra: &'a [(&'a str, &'a str)],
+}
+
+impl EncodeLabelSet for ProbeLabels<'_> {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), fmt::Error> {
+        use prometheus_client::encoding::EncodeLabel;
+        ("probe", self.state.meta.name.as_str()).encode(encoder.encode_label())?;
+        ("kind", self.state.meta.kind.as_str()).encode(encoder.encode_label())?;
+        for (k, v) in self.extra {
+            (*k, *v).encode(encoder.encode_label())?;
+        }
+        for (k, v) in self.state.meta.labels.iter() {
+            (k.as_str(), v.as_str()).encode(encoder.encode_label())?;
+        }
+        Ok(())
+    }
+}
+
+/// Encodes every probe's state at scrape time.
+#[derive(Debug)]
+struct ProbeCollector {
+    state: Arc<State>,
+}
+
+/// One gauge family over all probes: `value` returns the probe's samples (extra labels, value).
+fn gauge_family<'a>(
+    encoder: &mut DescriptorEncoder,
+    probes: &'a [crate::state::ProbeHandle],
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    value: impl Fn(&ProbeState, &mut dyn FnMut(&[(&str, &str)], f64) -> fmt::Result) -> fmt::Result,
+) -> fmt::Result {
+    let mut family = encoder.encode_descriptor(name, help, unit, MetricType::Gauge)?;
+    for handle in probes {
+        let state = lock(handle);
+        value(&state, &mut |extra, v| {
+            family
+                .encode_family(&ProbeLabels {
+                    state: &state,
+                    extra,
+                })?
+                .encode_gauge(&v)
+        })?;
+    }
+    Ok(())
+}
+
+fn counter_family(
+    encoder: &mut DescriptorEncoder,
+    probes: &[crate::state::ProbeHandle],
+    name: &str,
+    help: &str,
+    value: impl Fn(&ProbeState, &mut dyn FnMut(&[(&str, &str)], u64) -> fmt::Result) -> fmt::Result,
+) -> fmt::Result {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for handle in probes {
+        let state = lock(handle);
+        value(&state, &mut |extra, v| {
+            family
+                .encode_family(&ProbeLabels {
+                    state: &state,
+                    extra,
+                })?
+                .encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(&v, None)
+        })?;
+    }
+    Ok(())
+}
+
+impl Collector for ProbeCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let probes = self.state.handles();
+        let seconds = Some(&Unit::Seconds);
+        let ran = |s: &ProbeState| s.last.is_some();
+
+        gauge_family(
+            &mut encoder,
+            &probes,
+            "vigil_probe_success",
+            "Whether the last run ended UP or DEGRADED (1) or DOWN (0)",
+            None,
+            |s, emit| match &s.last {
+                Some(last) => emit(&[], if last.level == Level::Down { 0.0 } else { 1.0 }),
+                None => Ok(()),
+            },
+        )?;
+        gauge_family(
+            &mut encoder,
+            &probes,
+            "vigil_probe_status",
+            "1 for the level the last run ended in, 0 for the others",
+            None,
+            |s, emit| {
+                let Some(last) = &s.last else { return Ok(()) };
+                for level in Level::ALL {
+                    emit(
+                        &[("status", level.as_str())],
+                        if last.level == level { 1.0 } else { 0.0 },
+                    )?;
+                }
+                Ok(())
+            },
+        )?;
+        {
+            let mut family = encoder.encode_descriptor(
+                "vigil_probe_duration",
+                "Duration of probe runs (the last attempt of each run)",
+                seconds,
+                MetricType::Histogram,
+            )?;
+            for handle in &probes {
+                let state = lock(handle);
+                if !ran(&state) {
+                    continue;
+                }
+                let h = &state.histogram;
+                family
+                    .encode_family(&ProbeLabels {
+                        state: &state,
+                        extra: &[],
+                    })?
+                    .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                        h.sum,
+                        h.count,
+                        &h.buckets(),
+                        None,
+                    )?;
+            }
+        }
+        counter_family(
+            &mut encoder,
+            &probes,
+            "vigil_probe_runs",
+            "Probe runs finished",
+            |s, emit| emit(&[], s.runs),
+        )?;
+        counter_family(
+            &mut encoder,
+            &probes,
+            "vigil_probe_failures",
+            "Probe runs that ended DOWN, by reason",
+            |s, emit| {
+                for (reason, n) in &s.failures {
+                    emit(&[("reason", reason.as_str())], *n)?;
+                }
+                Ok(())
+            },
+        )?;
+        counter_family(
+            &mut encoder,
+            &probes,
+            "vigil_probe_retries",
+            "Extra attempts made after a DOWN attempt",
+            |s, emit| emit(&[], s.retries),
+        )?;
+        gauge_family(
+            &mut encoder,
+            &probes,
+            "vigil_probe_last_run_timestamp",
+            "When the probe last finished a run",
+            seconds,
+            |s, emit| match &s.last {
+                Some(last) => emit(&[], crate::metrics::unix_seconds(last.at)),
+                None => Ok(()),
+            },
+        )?;
+        gauge_family(
+            &mut encoder,
+            &probes,
+            "vigil_probe_last_success_timestamp",
+            "When the probe last ended UP or DEGRADED",
+            seconds,
+            |s, emit| match s.last_success {
+                Some(at) => emit(&[], unix_seconds(at)),
+                None => Ok(()),
+            },
+        )?;
+        gauge_family(
+            &mut encoder,
+            &probes,
+            "vigil_probe_consecutive_failures",
+            "DOWN runs in a row",
+            None,
+            |s, emit| {
+                if ran(s) {
+                    emit(&[], s.consecutive_failures as f64)
+                } else {
+                    Ok(())
+                }
+            },
+        )?;
+        gauge_family(
+            &mut encoder,
+            &probes,
+            "vigil_probe_latency_threshold",
+            "The probe's latency thresholds: degraded_after and down_after",
+            seconds,
+            |s, emit| {
+                emit(
+                    &[("level", Level::Degraded.as_str())],
+                    s.meta.timing.degraded_after.as_secs_f64(),
+                )?;
+                emit(
+                    &[("level", Level::Down.as_str())],
+                    s.meta.timing.down_after.as_secs_f64(),
+                )
+            },
+        )?;
+        {
+            let mut family = encoder.encode_descriptor(
+                "vigil_probe",
+                "What each probe checks",
+                None,
+                MetricType::Info,
+            )?;
+            for handle in &probes {
+                let state = lock(handle);
+                family.encode_info(&ProbeLabels {
+                    state: &state,
+                    extra: &[("target", state.meta.target.as_str())],
+                })?;
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "vigil_probe_remediation",
+                "The remediation the config declares for a probe (carried out by vigil receiver)",
+                None,
+                MetricType::Info,
+            )?;
+            for handle in &probes {
+                let state = lock(handle);
+                if let Some(action) = state.meta.remediation {
+                    family.encode_info(&ProbeLabels {
+                        state: &state,
+                        extra: &[("action", action)],
+                    })?;
+                }
+            }
+        }
+        gauge_family(
+            &mut encoder,
+            &probes,
+            "vigil_probe_http_status_code",
+            "HTTP status code of the last response",
+            None,
+            |s, emit| match s.last.as_ref().and_then(|l| l.observations.http_status) {
+                Some(code) => emit(&[], f64::from(code)),
+                None => Ok(()),
+            },
+        )?;
+        gauge_family(
+            &mut encoder,
+            &probes,
+            "vigil_probe_http_duration",
+            "Duration of each phase of the last HTTP run",
+            seconds,
+            |s, emit| {
+                let Some(phases) = s
+                    .last
+                    .as_ref()
+                    .filter(|l| l.observations.http_status.is_some())
+                    .and_then(|l| l.observations.phases)
+                else {
+                    return Ok(());
+                };
+                for (phase, d) in phases.labelled() {
+                    emit(&[("phase", phase)], d.as_secs_f64())?;
+                }
+                Ok(())
+            },
+        )?;
+        gauge_family(
+            &mut encoder,
+            &probes,
+            "vigil_probe_tls_cert_expiry_timestamp",
+            "Earliest expiry of the certificates the target presented",
+            seconds,
+            |s, emit| match s.last.as_ref().and_then(|l| l.observations.tls_cert_expiry) {
+                Some(at) => emit(&[], unix_seconds(at)),
+                None => Ok(()),
+            },
+        )?;
+        Ok(())
+    }
+}

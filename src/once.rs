@@ -1,0 +1,84 @@
+//! `vigil once`: every probe once, concurrently, as a table.
+
+use std::fmt::Write;
+
+use crate::config::{Config, ProbeDef};
+use crate::probe::Level;
+use crate::scheduler;
+use crate::state::Outcome;
+
+/// Runs every probe of `config` once (retries included), concurrently; results in config order.
+pub async fn run(config: &Config) -> Vec<(&ProbeDef, Outcome)> {
+    let limiter = std::sync::Arc::new(tokio::sync::Semaphore::new(config.concurrency));
+    let tasks: Vec<_> = config
+        .probes
+        .iter()
+        .map(|def| {
+            let (def, limiter) = (def.clone(), limiter.clone());
+            tokio::spawn(async move {
+                scheduler::execute(&def.probe, &def.target, &def.timing, Some(&limiter)).await
+            })
+        })
+        .collect();
+    let mut results = Vec::with_capacity(tasks.len());
+    for (def, task) in config.probes.iter().zip(tasks) {
+        // `execute` catches a probe's panic itself; a join error means the runtime is going away.
+        if let Ok(outcome) = task.await {
+            results.push((def, outcome));
+        }
+    }
+    results
+}
+
+/// Whether every run ended UP.
+pub fn all_up(results: &[(&ProbeDef, Outcome)]) -> bool {
+    results.iter().all(|(_, o)| o.level == Level::Up)
+}
+
+/// The table: probe, kind, level, latency, reason and detail.
+pub fn table(results: &[(&ProbeDef, Outcome)]) -> String {
+    let rows: Vec<[String; 5]> = results
+        .iter()
+        .map(|(def, o)| {
+            let why = match o.reason {
+                Some(reason) if o.detail.is_empty() => reason.to_string(),
+                Some(reason) => format!("{reason}: {}", o.detail),
+                None => String::new(),
+            };
+            [
+                def.name.clone(),
+                def.kind().to_string(),
+                o.level.to_string(),
+                format!("{:.1}ms", o.duration.as_secs_f64() * 1e3),
+                why,
+            ]
+        })
+        .collect();
+    let header = ["PROBE", "KIND", "LEVEL", "LATENCY", "REASON"];
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(header.map(String::from)).chain(rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    let up = results.iter().filter(|(_, o)| o.level == Level::Up).count();
+    let degraded = results
+        .iter()
+        .filter(|(_, o)| o.level == Level::Degraded)
+        .count();
+    let _ = writeln!(
+        out,
+        "\n{up} up, {degraded} degraded, {} down",
+        results.len() - up - degraded
+    );
+    out
+}

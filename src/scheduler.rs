@@ -1,0 +1,328 @@
+//! The scheduler owns timing: one task per probe (interval, start spread), the global
+//! concurrency limit, per-attempt timeouts, retries, latency levels, and recording outcomes.
+//! Probe kinds only make single attempts.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
+use tracing::{Instrument, info, warn};
+
+use crate::config::{Config, ProbeDef, Timing};
+use crate::probe::{Checked, Level, Probe, Reason};
+use crate::state::{Outcome, ProbeHandle, State, lock};
+
+/// Applies the latency thresholds to an attempt's result.
+pub fn apply_latency(mut checked: Checked, took: Duration, timing: &Timing) -> Checked {
+    let show = |d: Duration| format!("{:.3}s", d.as_secs_f64());
+    if checked.level != Level::Down && took > timing.down_after {
+        checked.level = Level::Down;
+        checked.reason = Some(Reason::Latency);
+        checked.detail = format!(
+            "took {} (down_after {})",
+            show(took),
+            show(timing.down_after)
+        );
+    } else if checked.level == Level::Up && took > timing.degraded_after {
+        checked.level = Level::Degraded;
+        checked.reason = Some(Reason::Latency);
+        checked.detail = format!(
+            "took {} (degraded_after {})",
+            show(took),
+            show(timing.degraded_after)
+        );
+    }
+    checked
+}
+
+/// One attempt under a timeout, in its own task so that a panic fails this attempt alone.
+async fn attempt(probe: &Probe, target: &str, timeout: Duration) -> (Checked, Duration) {
+    let started = Instant::now();
+    let (probe, owned_target) = (probe.clone(), target.to_owned());
+    let mut task = tokio::spawn(async move { probe.check(&owned_target).await });
+    let checked = match tokio::time::timeout(timeout, &mut task).await {
+        Ok(Ok(checked)) => checked,
+        Ok(Err(e)) => Checked::down(
+            Reason::Internal,
+            if e.is_panic() {
+                "the probe panicked (a bug in vigil)"
+            } else {
+                "the probe was cancelled"
+            },
+            Default::default(),
+        ),
+        Err(_) => {
+            task.abort();
+            Checked::down(
+                Reason::Timeout,
+                format!("no result within {}", humantime::format_duration(timeout)),
+                Default::default(),
+            )
+        }
+    };
+    (checked, started.elapsed())
+}
+
+/// Runs `probe` against `target` with `timing`'s timeout, retries and thresholds.
+pub async fn execute(
+    probe: &Probe,
+    target: &str,
+    timing: &Timing,
+    limiter: Option<&Semaphore>,
+) -> Outcome {
+    let mut retries = 0;
+    loop {
+        let permit = match limiter {
+            Some(l) => l.acquire().await.ok(),
+            None => None,
+        };
+        let (checked, took) = attempt(probe, target, timing.timeout).await;
+        drop(permit);
+        let checked = apply_latency(checked, took, timing);
+        if checked.level == Level::Down && retries < timing.retries {
+            retries += 1;
+            tokio::time::sleep(timing.retry_delay).await;
+            continue;
+        }
+        return Outcome {
+            level: checked.level,
+            reason: checked.reason,
+            detail: checked.detail,
+            duration: took,
+            observations: checked.observations,
+            at: SystemTime::now(),
+            retries,
+        };
+    }
+}
+
+/// `--shard i/n`: this replica runs the probes whose name hashes to `i` modulo `n`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    /// This replica's index, from 0.
+    pub index: u32,
+    /// How many replicas share the probes.
+    pub count: u32,
+}
+
+impl Shard {
+    /// Parses `i/n`.
+    pub fn parse(text: &str) -> Result<Shard, String> {
+        let (i, n) = text
+            .split_once('/')
+            .ok_or_else(|| format!("`{text}` is not i/n (e.g. 0/3)"))?;
+        let index: u32 = i
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{i}` is not a shard index"))?;
+        let count: u32 = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{n}` is not a shard count"))?;
+        if count == 0 || index >= count {
+            return Err(format!(
+                "shard index must be below the count (got {index}/{count})"
+            ));
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// Whether this shard runs the probe named `name` (FNV-1a: stable across versions and hosts).
+    pub fn owns(&self, name: &str) -> bool {
+        let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        hash % u64::from(self.count) == u64::from(self.index)
+    }
+}
+
+struct Task {
+    fingerprint: u64,
+    handle: JoinHandle<()>,
+}
+
+/// Runs the self-scheduled probes of the current config.
+pub struct Scheduler {
+    state: Arc<State>,
+    shard: Option<Shard>,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    tasks: HashMap<String, Task>,
+    limiter: Arc<Semaphore>,
+    concurrency: usize,
+}
+
+/// What a config change did to the running probes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Probes started.
+    pub started: usize,
+    /// Probes restarted with a changed definition.
+    pub restarted: usize,
+    /// Probes stopped.
+    pub stopped: usize,
+    /// Probes left running.
+    pub unchanged: usize,
+}
+
+impl Scheduler {
+    /// A scheduler with no probes.
+    pub fn new(state: Arc<State>, shard: Option<Shard>) -> Self {
+        Self {
+            state,
+            shard,
+            inner: Mutex::new(Inner {
+                tasks: HashMap::new(),
+                limiter: Arc::new(Semaphore::new(1)),
+                concurrency: 0,
+            }),
+        }
+    }
+
+    /// Makes the running probes match `config`: starts new ones, restarts changed ones, stops
+    /// removed ones (their series vanish) and leaves the rest running undisturbed.
+    pub fn apply(&self, config: &Config) -> Applied {
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut applied = Applied::default();
+        let restart_all = inner.concurrency != config.concurrency;
+        if restart_all {
+            inner.limiter = Arc::new(Semaphore::new(config.concurrency));
+            inner.concurrency = config.concurrency;
+        }
+        let owned: Vec<&ProbeDef> = config
+            .probes
+            .iter()
+            .filter(|p| self.shard.is_none_or(|s| s.owns(&p.name)))
+            .collect();
+        let names: HashSet<&str> = owned.iter().map(|p| p.name.as_str()).collect();
+        inner.tasks.retain(|name, task| {
+            let keep = names.contains(name.as_str());
+            if !keep {
+                task.handle.abort();
+                applied.stopped += 1;
+            }
+            keep
+        });
+        self.state.retain(&names);
+        // New probes start spread over up to one interval, at most ~1000 starts a second, so a
+        // large config does not stampede its targets while a small one reports at once.
+        let count = owned.len() as u64;
+        let spread = |interval: Duration| interval.min(Duration::from_millis(count));
+        for def in owned {
+            let running = inner.tasks.get(&def.name);
+            if let Some(task) = running {
+                if task.fingerprint == def.fingerprint && !restart_all && !task.handle.is_finished()
+                {
+                    applied.unchanged += 1;
+                    continue;
+                }
+                task.handle.abort();
+                applied.restarted += 1;
+            } else {
+                applied.started += 1;
+            }
+            let handle = self.state.upsert(def);
+            let delay = spread(def.timing.interval).mul_f64(fastrand::f64());
+            let task = tokio::spawn(run_loop(def.clone(), handle, inner.limiter.clone(), delay));
+            inner.tasks.insert(
+                def.name.clone(),
+                Task {
+                    fingerprint: def.fingerprint,
+                    handle: task,
+                },
+            );
+        }
+        applied
+    }
+
+    /// Stops every probe.
+    pub fn stop(&self) {
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        for (_, task) in inner.tasks.drain() {
+            task.handle.abort();
+        }
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn run_loop(def: ProbeDef, handle: ProbeHandle, limiter: Arc<Semaphore>, delay: Duration) {
+    tokio::time::sleep(delay).await;
+    let mut ticker = tokio::time::interval(def.timing.interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let span = tracing::info_span!("probe", probe = %def.name, kind = %def.kind());
+    loop {
+        ticker.tick().await;
+        let outcome = execute(&def.probe, &def.target, &def.timing, Some(&limiter))
+            .instrument(span.clone())
+            .await;
+        let (level, reason, detail) = (outcome.level, outcome.reason, outcome.detail.clone());
+        let previous = lock(&handle).record(outcome);
+        if previous != Some(level) {
+            let _enter = span.enter();
+            let reason = reason.map(Reason::as_str).unwrap_or("");
+            match (previous, level) {
+                (None, Level::Up) => info!(level = %level, "first result"),
+                (_, Level::Up) => info!(level = %level, "recovered"),
+                (_, _) => warn!(level = %level, reason, detail = %detail, "level changed"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_split_names() {
+        let shards: Vec<Shard> = (0..3).map(|i| Shard { index: i, count: 3 }).collect();
+        for n in 0..100 {
+            let name = format!("probe-{n}");
+            assert_eq!(shards.iter().filter(|s| s.owns(&name)).count(), 1);
+        }
+        assert!(Shard::parse("3/3").is_err());
+        assert_eq!(Shard::parse("1/2"), Ok(Shard { index: 1, count: 2 }));
+    }
+
+    #[test]
+    fn latency_levels() {
+        let timing = Timing {
+            interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(10),
+            degraded_after: Duration::from_secs(1),
+            down_after: Duration::from_secs(5),
+            retries: 0,
+            retry_delay: Duration::from_secs(1),
+        };
+        let up = Checked::up(Default::default());
+        assert_eq!(
+            apply_latency(up.clone(), Duration::from_millis(500), &timing).level,
+            Level::Up
+        );
+        let slow = apply_latency(up.clone(), Duration::from_secs(2), &timing);
+        assert_eq!(
+            (slow.level, slow.reason),
+            (Level::Degraded, Some(Reason::Latency))
+        );
+        let very = apply_latency(up, Duration::from_secs(6), &timing);
+        assert_eq!(
+            (very.level, very.reason),
+            (Level::Down, Some(Reason::Latency))
+        );
+        let failed = Checked::down(Reason::Status, "500", Default::default());
+        assert_eq!(
+            apply_latency(failed, Duration::from_secs(6), &timing).reason,
+            Some(Reason::Status)
+        );
+    }
+}

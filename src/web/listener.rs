@@ -1,0 +1,265 @@
+//! The listener: plain HTTP or TLS, optional basic auth (bcrypt hashes), in the format of
+//! Prometheus' web config file, and graceful shutdown.
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::hash::{BuildHasher, RandomState};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use figment::providers::Format;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, info, warn};
+
+/// `--web.config.file`: TLS and basic auth for the listener.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebConfig {
+    /// Serve HTTPS with this certificate.
+    pub tls_server_config: Option<TlsServerConfig>,
+    /// User name to bcrypt hash; when set, every request needs one of these users.
+    #[serde(default)]
+    pub basic_auth_users: BTreeMap<String, String>,
+}
+
+/// Certificate and key of the listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsServerConfig {
+    /// PEM certificate chain.
+    pub cert_file: PathBuf,
+    /// PEM private key.
+    pub key_file: PathBuf,
+}
+
+impl WebConfig {
+    /// Reads a web config file; relative paths are taken from its folder.
+    pub fn load(path: &Path) -> Result<WebConfig, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut config: WebConfig = figment::Figment::from(figment::providers::Yaml::string(&text))
+            .extract()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        if let Some(tls) = &mut config.tls_server_config {
+            tls.cert_file = base.join(&tls.cert_file);
+            tls.key_file = base.join(&tls.key_file);
+        }
+        for (user, hash) in &config.basic_auth_users {
+            if !hash.starts_with("$2") {
+                return Err(format!(
+                    "{}: basic_auth_users.{user}: not a bcrypt hash",
+                    path.display()
+                ));
+            }
+        }
+        Ok(config)
+    }
+
+    fn acceptor(&self) -> Result<Option<TlsAcceptor>, String> {
+        let Some(tls) = &self.tls_server_config else {
+            return Ok(None);
+        };
+        let certs_pem = std::fs::read(&tls.cert_file)
+            .map_err(|e| format!("{}: {e}", tls.cert_file.display()))?;
+        let key_pem =
+            std::fs::read(&tls.key_file).map_err(|e| format!("{}: {e}", tls.key_file.display()))?;
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&certs_pem)
+            .filter_map(Result::ok)
+            .collect();
+        if certs.is_empty() {
+            return Err(format!("{}: no PEM certificate", tls.cert_file.display()));
+        }
+        let key = PrivateKeyDer::from_pem_slice(&key_pem)
+            .map_err(|e| format!("{}: {e}", tls.key_file.display()))?;
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+        .map_err(|e| format!("TLS: {e}"))?;
+        Ok(Some(TlsAcceptor::from(Arc::new(config))))
+    }
+}
+
+/// Basic auth against bcrypt hashes, remembering credentials already checked (bcrypt is slow
+/// on purpose; a scrape every few seconds must not pay it each time).
+struct BasicAuth {
+    users: BTreeMap<String, String>,
+    hasher: RandomState,
+    verified: Mutex<HashSet<u64>>,
+}
+
+impl BasicAuth {
+    fn allows(&self, header: Option<&str>) -> bool {
+        use base64::Engine;
+        let Some(encoded) = header.and_then(|h| h.strip_prefix("Basic ")) else {
+            return false;
+        };
+        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
+            return false;
+        };
+        let Ok(pair) = String::from_utf8(decoded) else {
+            return false;
+        };
+        let Some((user, password)) = pair.split_once(':') else {
+            return false;
+        };
+        let Some(hash) = self.users.get(user) else {
+            return false;
+        };
+        let key = self.hasher.hash_one((user, password, hash));
+        if self
+            .verified
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&key)
+        {
+            return true;
+        }
+        let ok = bcrypt::verify(password, hash).unwrap_or(false);
+        if ok {
+            let mut verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+            if verified.len() > 1024 {
+                verified.clear();
+            }
+            verified.insert(key);
+        }
+        ok
+    }
+}
+
+async fn require_auth(auth: Arc<BasicAuth>, request: Request, next: Next) -> Response {
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let allowed = tokio::task::spawn_blocking(move || auth.allows(header.as_deref()))
+        .await
+        .unwrap_or(false);
+    if allowed {
+        next.run(request).await
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Basic realm=\"vigil\"")],
+            "Unauthorized\n",
+        )
+            .into_response()
+    }
+}
+
+/// Parses a listen address: `HOST:PORT`, or `:PORT` for every interface.
+pub fn parse_listen_address(text: &str) -> Result<SocketAddr, String> {
+    let full = if text.starts_with(':') {
+        format!("0.0.0.0{text}")
+    } else {
+        text.to_string()
+    };
+    full.parse()
+        .map_err(|_| format!("`{text}` is not a listen address (HOST:PORT or :PORT)"))
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then lets requests in flight finish
+/// (at most `grace`).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    web: &WebConfig,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) -> Result<(), String> {
+    let acceptor = web.acceptor()?;
+    let router = if web.basic_auth_users.is_empty() {
+        router
+    } else {
+        let auth = Arc::new(BasicAuth {
+            users: web.basic_auth_users.clone(),
+            hasher: RandomState::new(),
+            verified: Mutex::new(HashSet::new()),
+        });
+        router.layer(middleware::from_fn(move |req: Request, next: Next| {
+            require_auth(auth.clone(), req, next)
+        }))
+    };
+    let service = TowerToHyperService::new(router);
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = service.clone();
+        let builder = builder.clone();
+        match &acceptor {
+            None => {
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let stream = match tokio::time::timeout(
+                        Duration::from_secs(10),
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => return debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => return debug!(%peer, "TLS handshake timed out"),
+                    };
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
+                    if let Err(e) = watcher.watch(conn).await {
+                        debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+        }
+    }
+    drop(listener);
+    info!("shutting down: finishing requests in flight");
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        warn!(grace = ?grace, "requests still running after the grace period; closing them");
+    }
+    Ok(())
+}

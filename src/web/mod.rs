@@ -1,0 +1,162 @@
+//! HTTP endpoints: `/metrics`, `/probe`, `/-/healthy`, `/-/ready`, `/-/reload` and `/`.
+
+mod blackbox;
+pub mod listener;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+
+use crate::app::App;
+use crate::metrics;
+
+/// The exporter's routes.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/metrics", get(metrics_handler))
+        .route("/probe", get(probe_handler))
+        .route("/-/healthy", get(|| async { "Healthy\n" }))
+        .route("/-/ready", get(|| async { "Ready\n" }))
+        .route("/-/reload", post(reload_handler).put(reload_handler))
+        .with_state(app)
+}
+
+/// Whether the client takes OpenMetrics (Prometheus does); otherwise the classic text format.
+fn wants_openmetrics(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"))
+}
+
+async fn metrics_handler(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let openmetrics = wants_openmetrics(&headers);
+    match metrics::encode(&app.registry, openmetrics) {
+        Ok(body) => {
+            let content_type = if openmetrics {
+                metrics::OPENMETRICS
+            } else {
+                metrics::PROMETHEUS_TEXT
+            };
+            ([(header::CONTENT_TYPE, content_type)], body).into_response()
+        }
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "encoding metrics failed\n",
+        )
+            .into_response(),
+    }
+}
+
+/// Query of `/probe`, as blackbox_exporter takes it.
+#[derive(Debug, Deserialize)]
+struct ProbeQuery {
+    target: Option<String>,
+    module: Option<String>,
+    #[serde(default)]
+    debug: bool,
+}
+
+async fn probe_handler(
+    State(app): State<Arc<App>>,
+    Query(query): Query<ProbeQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(target) = query.target.filter(|t| !t.is_empty()) else {
+        return (StatusCode::BAD_REQUEST, "Target parameter is missing\n").into_response();
+    };
+    let module_name = query.module.unwrap_or_else(|| "http_2xx".to_string());
+    let config = app.config();
+    let Some(module) = config.modules.get(&module_name) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("Unknown module {module_name:?}\n"),
+        )
+            .into_response();
+    };
+    let mut timing = module.timing;
+    // Like blackbox_exporter: finish before Prometheus gives up on the scrape.
+    if let Some(scrape) = headers
+        .get("x-prometheus-scrape-timeout-seconds")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+    {
+        let budget = std::time::Duration::from_secs_f64((scrape - 0.5).max(0.1));
+        timing.timeout = timing.timeout.min(budget);
+    }
+    let outcome = crate::scheduler::execute(&module.probe, &target, &timing, None).await;
+    let body = blackbox::render(&outcome);
+    if query.debug {
+        let debug = blackbox::debug(
+            &module_name,
+            &crate::config::redact_target(&target),
+            &outcome,
+            &body,
+        );
+        return ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], debug).into_response();
+    }
+    ([(header::CONTENT_TYPE, metrics::PROMETHEUS_TEXT)], body).into_response()
+}
+
+async fn reload_handler(State(app): State<Arc<App>>) -> Response {
+    let result = tokio::task::spawn_blocking(move || app.reload()).await;
+    match result {
+        Ok(Ok(applied)) => (
+            StatusCode::OK,
+            format!(
+                "reloaded: {} started, {} restarted, {} stopped, {} unchanged\n",
+                applied.started, applied.restarted, applied.stopped, applied.unchanged
+            ),
+        )
+            .into_response(),
+        Ok(Err(errors)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{errors}\nkeeping the running config\n"),
+        )
+            .into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "reload failed\n").into_response(),
+    }
+}
+
+async fn index(State(app): State<Arc<App>>) -> Html<String> {
+    let config = app.config();
+    let modules: Vec<String> = config
+        .modules
+        .keys()
+        .map(|m| format!("<li><code>{}</code></li>", escape(m)))
+        .collect();
+    Html(format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>vigil</title></head><body>\
+         <h1>vigil {}</h1><p>{} probes from {}.</p>\
+         <ul><li><a href=\"/metrics\">/metrics</a></li><li><a href=\"/-/healthy\">/-/healthy</a></li></ul>\
+         <p>Modules for <code>/probe?module=NAME&amp;target=URL</code>:</p><ul>{}</ul></body></html>",
+        env!("CARGO_PKG_VERSION"),
+        config.probes.len(),
+        escape(&config.source.to_string()),
+        modules.join("")
+    ))
+}
+
+/// Escapes text for HTML.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}

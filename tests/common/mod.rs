@@ -1,0 +1,114 @@
+//! Helpers shared by the black-box tests: real servers on 127.0.0.1 port 0, certificates made
+//! in the test, configs from inline text.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use axum::Router;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SanType};
+use time::OffsetDateTime;
+use vigil::config::Config;
+use vigil::state::Outcome;
+use vigil::web::listener::{self, TlsServerConfig, WebConfig};
+
+/// Serves `router` over plain HTTP on 127.0.0.1, port 0; stops with the test's runtime.
+pub async fn serve(router: Router) -> SocketAddr {
+    let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(socket, router).await.unwrap() });
+    addr
+}
+
+/// A certificate authority made for one test, and the files it wrote.
+pub struct TestCa {
+    pub dir: tempfile::TempDir,
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl TestCa {
+    pub fn new() -> TestCa {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "vigil test CA");
+        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), issuer.pem()).unwrap();
+        TestCa { dir, issuer }
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// A leaf for `localhost` and 127.0.0.1 valid between the two offsets from now (days);
+    /// returns (cert file, key file).
+    pub fn leaf(&self, name: &str, from_days: i64, until_days: i64) -> (PathBuf, PathBuf) {
+        let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now + time::Duration::days(from_days);
+        params.not_after = now + time::Duration::days(until_days);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let cert_file = self.dir.path().join(format!("{name}.pem"));
+        let key_file = self.dir.path().join(format!("{name}-key.pem"));
+        std::fs::write(&cert_file, cert.pem()).unwrap();
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        (cert_file, key_file)
+    }
+}
+
+/// Serves `router` over HTTPS with the given certificate, on 127.0.0.1 port 0.
+pub async fn serve_tls(router: Router, cert_file: PathBuf, key_file: PathBuf) -> SocketAddr {
+    let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let web = WebConfig {
+        tls_server_config: Some(TlsServerConfig {
+            cert_file,
+            key_file,
+        }),
+        ..WebConfig::default()
+    };
+    tokio::spawn(async move {
+        listener::serve(
+            socket,
+            router,
+            &web,
+            std::future::pending(),
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
+    });
+    addr
+}
+
+/// A validated config from inline YAML (relative paths resolve against `dir`).
+pub fn config(text: &str, dir: &Path) -> Config {
+    match Config::parse(text, dir) {
+        Ok(config) => config,
+        Err(e) => panic!("config should be valid:\n{e}\n---\n{text}"),
+    }
+}
+
+/// Runs the probe named `name` once, as the scheduler would.
+pub async fn run(config: &Config, name: &str) -> Outcome {
+    let def = config
+        .probes
+        .iter()
+        .find(|p| p.name == name)
+        .unwrap_or_else(|| panic!("no probe {name}"));
+    vigil::scheduler::execute(&def.probe, &def.target, &def.timing, None).await
+}
+
+/// A port on 127.0.0.1 that nothing listens on.
+pub fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
