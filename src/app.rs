@@ -45,19 +45,13 @@ impl App {
 
     /// The config in force.
     pub fn config(&self) -> Arc<Config> {
-        self.config
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.config.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Reads the config again from where it came from. An invalid config changes nothing but
     /// `vigil_config_last_reload_successful`, which drops to 0.
     pub fn reload(&self) -> Result<Applied, ConfigErrors> {
-        let _one_at_a_time = self
-            .reloading
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(PoisonError::into_inner);
         let source = self.config().source.clone();
         match Config::load(&source) {
             Ok(config) => {

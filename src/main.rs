@@ -93,23 +93,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check { config } => check(config),
-        Command::Once { config, log } => {
-            init_logs(&log).and_then(|()| runtime()?.block_on(once(source(config))))
-        }
+        Command::Once { config, log } => init_logs(&log).and_then(|()| runtime()?.block_on(once(source(config)))),
         Command::Run {
             config,
             listen_address,
             web_config,
             shard,
             log,
-        } => init_logs(&log).and_then(|()| {
-            runtime()?.block_on(run(
-                source(config),
-                &listen_address,
-                web_config,
-                shard.as_deref(),
-            ))
-        }),
+        } => init_logs(&log)
+            .and_then(|()| runtime()?.block_on(run(source(config), &listen_address, web_config, shard.as_deref()))),
     };
     match result {
         Ok(code) => code,
@@ -162,10 +154,7 @@ async fn run(
     web_config: Option<PathBuf>,
     shard: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
-    let shard = shard
-        .map(Shard::parse)
-        .transpose()
-        .map_err(anyhow::Error::msg)?;
+    let shard = shard.map(Shard::parse).transpose().map_err(anyhow::Error::msg)?;
     let addr = listener::parse_listen_address(listen).map_err(anyhow::Error::msg)?;
     let web = match &web_config {
         Some(path) => WebConfig::load(path).map_err(anyhow::Error::msg)?,
@@ -179,15 +168,9 @@ async fn run(
     let app = App::start(config, shard);
     tokio::spawn(reload_on_sighup(app.clone()));
     let router = vigil::web::router(app.clone());
-    listener::serve(
-        socket,
-        router,
-        &web,
-        shutdown_signal(),
-        Duration::from_secs(10),
-    )
-    .await
-    .map_err(anyhow::Error::msg)?;
+    listener::serve(socket, router, &web, shutdown_signal(), Duration::from_secs(10))
+        .await
+        .map_err(anyhow::Error::msg)?;
     app.stop();
     info!("stopped");
     Ok(ExitCode::SUCCESS)

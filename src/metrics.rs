@@ -112,10 +112,7 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
         }
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let mut parts = rest.split(' ');
-            let (name, kind) = (
-                parts.next().unwrap_or_default(),
-                parts.next().unwrap_or("untyped"),
-            );
+            let (name, kind) = (parts.next().unwrap_or_default(), parts.next().unwrap_or("untyped"));
             let (name, kind) = rename(name, kind);
             let _ = writeln!(out, "# TYPE {name} {kind}");
             continue;
@@ -165,9 +162,9 @@ struct ProbeCollector {
 }
 
 /// One gauge family over all probes: `value` returns the probe's samples (extra labels, value).
-fn gauge_family<'a>(
+fn gauge_family(
     encoder: &mut DescriptorEncoder,
-    probes: &'a [crate::state::ProbeHandle],
+    probes: &[crate::state::ProbeHandle],
     name: &str,
     help: &str,
     unit: Option<&Unit>,
@@ -178,10 +175,7 @@ fn gauge_family<'a>(
         let state = lock(handle);
         value(&state, &mut |extra, v| {
             family
-                .encode_family(&ProbeLabels {
-                    state: &state,
-                    extra,
-                })?
+                .encode_family(&ProbeLabels { state: &state, extra })?
                 .encode_gauge(&v)
         })?;
     }
@@ -200,10 +194,7 @@ fn counter_family(
         let state = lock(handle);
         value(&state, &mut |extra, v| {
             family
-                .encode_family(&ProbeLabels {
-                    state: &state,
-                    extra,
-                })?
+                .encode_family(&ProbeLabels { state: &state, extra })?
                 .encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(&v, None)
         })?;
     }
@@ -262,12 +253,7 @@ impl Collector for ProbeCollector {
                         state: &state,
                         extra: &[],
                     })?
-                    .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-                        h.sum,
-                        h.count,
-                        &h.buckets(),
-                        None,
-                    )?;
+                    .encode_histogram::<prometheus_client::encoding::NoLabelSet>(h.sum, h.count, &h.buckets(), None)?;
             }
         }
         counter_family(
@@ -350,12 +336,8 @@ impl Collector for ProbeCollector {
             },
         )?;
         {
-            let mut family = encoder.encode_descriptor(
-                "vigil_probe",
-                "What each probe checks",
-                None,
-                MetricType::Info,
-            )?;
+            let mut family =
+                encoder.encode_descriptor("vigil_probe", "What each probe checks", None, MetricType::Info)?;
             for handle in &probes {
                 let state = lock(handle);
                 family.encode_info(&ProbeLabels {

@@ -15,9 +15,7 @@ pub async fn run(config: &Config) -> Vec<(&ProbeDef, Outcome)> {
         .iter()
         .map(|def| {
             let (def, limiter) = (def.clone(), limiter.clone());
-            tokio::spawn(async move {
-                scheduler::execute(&def.probe, &def.target, &def.timing, Some(&limiter)).await
-            })
+            tokio::spawn(async move { scheduler::execute(&def.probe, &def.target, &def.timing, Some(&limiter)).await })
         })
         .collect();
     let mut results = Vec::with_capacity(tasks.len());
@@ -63,18 +61,11 @@ pub fn table(results: &[(&ProbeDef, Outcome)]) -> String {
     }
     let mut out = String::new();
     for row in std::iter::once(header.map(String::from)).chain(rows) {
-        let line: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
+        let line: Vec<String> = row.iter().zip(widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
         let _ = writeln!(out, "{}", line.join("  ").trim_end());
     }
     let up = results.iter().filter(|(_, o)| o.level == Level::Up).count();
-    let degraded = results
-        .iter()
-        .filter(|(_, o)| o.level == Level::Degraded)
-        .count();
+    let degraded = results.iter().filter(|(_, o)| o.level == Level::Degraded).count();
     let _ = writeln!(
         out,
         "\n{up} up, {degraded} degraded, {} down",

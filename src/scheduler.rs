@@ -21,19 +21,11 @@ pub fn apply_latency(mut checked: Checked, took: Duration, timing: &Timing) -> C
     if checked.level != Level::Down && took > timing.down_after {
         checked.level = Level::Down;
         checked.reason = Some(Reason::Latency);
-        checked.detail = format!(
-            "took {} (down_after {})",
-            show(took),
-            show(timing.down_after)
-        );
+        checked.detail = format!("took {} (down_after {})", show(took), show(timing.down_after));
     } else if checked.level == Level::Up && took > timing.degraded_after {
         checked.level = Level::Degraded;
         checked.reason = Some(Reason::Latency);
-        checked.detail = format!(
-            "took {} (degraded_after {})",
-            show(took),
-            show(timing.degraded_after)
-        );
+        checked.detail = format!("took {} (degraded_after {})", show(took), show(timing.degraded_after));
     }
     checked
 }
@@ -67,12 +59,7 @@ async fn attempt(probe: &Probe, target: &str, timeout: Duration) -> (Checked, Du
 }
 
 /// Runs `probe` against `target` with `timing`'s timeout, retries and thresholds.
-pub async fn execute(
-    probe: &Probe,
-    target: &str,
-    timing: &Timing,
-    limiter: Option<&Semaphore>,
-) -> Outcome {
+pub async fn execute(probe: &Probe, target: &str, timing: &Timing, limiter: Option<&Semaphore>) -> Outcome {
     let mut retries = 0;
     loop {
         let permit = match limiter {
@@ -114,18 +101,10 @@ impl Shard {
         let (i, n) = text
             .split_once('/')
             .ok_or_else(|| format!("`{text}` is not i/n (e.g. 0/3)"))?;
-        let index: u32 = i
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{i}` is not a shard index"))?;
-        let count: u32 = n
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{n}` is not a shard count"))?;
+        let index: u32 = i.trim().parse().map_err(|_| format!("`{i}` is not a shard index"))?;
+        let count: u32 = n.trim().parse().map_err(|_| format!("`{n}` is not a shard count"))?;
         if count == 0 || index >= count {
-            return Err(format!(
-                "shard index must be below the count (got {index}/{count})"
-            ));
+            return Err(format!("shard index must be below the count (got {index}/{count})"));
         }
         Ok(Shard { index, count })
     }
@@ -216,8 +195,7 @@ impl Scheduler {
         for def in owned {
             let running = inner.tasks.get(&def.name);
             if let Some(task) = running {
-                if task.fingerprint == def.fingerprint && !restart_all && !task.handle.is_finished()
-                {
+                if task.fingerprint == def.fingerprint && !restart_all && !task.handle.is_finished() {
                     applied.unchanged += 1;
                     continue;
                 }
@@ -310,15 +288,9 @@ mod tests {
             Level::Up
         );
         let slow = apply_latency(up.clone(), Duration::from_secs(2), &timing);
-        assert_eq!(
-            (slow.level, slow.reason),
-            (Level::Degraded, Some(Reason::Latency))
-        );
+        assert_eq!((slow.level, slow.reason), (Level::Degraded, Some(Reason::Latency)));
         let very = apply_latency(up, Duration::from_secs(6), &timing);
-        assert_eq!(
-            (very.level, very.reason),
-            (Level::Down, Some(Reason::Latency))
-        );
+        assert_eq!((very.level, very.reason), (Level::Down, Some(Reason::Latency)));
         let failed = Checked::down(Reason::Status, "500", Default::default());
         assert_eq!(
             apply_latency(failed, Duration::from_secs(6), &timing).reason,

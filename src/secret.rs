@@ -35,8 +35,7 @@ impl fmt::Display for Secret {
 }
 
 /// Where a secret comes from in the config: inline, or `{file: PATH}` (trailing newline trimmed).
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(untagged)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum SecretSource {
     /// Written in the config itself.
     Inline(String),
@@ -45,6 +44,33 @@ pub enum SecretSource {
         /// Path of the file holding the secret.
         file: PathBuf,
     },
+}
+
+impl<'de> Deserialize<'de> for SecretSource {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = SecretSource;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string, or {file: PATH}")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SecretSource, E> {
+                Ok(SecretSource::Inline(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<SecretSource, A::Error> {
+                let mut file = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "file" => file = Some(map.next_value::<PathBuf>()?),
+                        other => return Err(serde::de::Error::unknown_field(other, &["file"])),
+                    }
+                }
+                file.map(|file| SecretSource::File { file })
+                    .ok_or_else(|| serde::de::Error::missing_field("file"))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 impl fmt::Debug for SecretSource {

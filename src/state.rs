@@ -28,9 +28,7 @@ pub struct Outcome {
 }
 
 /// Upper bounds of the latency histogram buckets, in seconds.
-pub const BUCKETS: [f64; 12] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
+pub const BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 /// A latency histogram (cumulative buckets are computed when encoded).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -46,10 +44,7 @@ pub struct Histogram {
 impl Histogram {
     /// Adds one observation.
     pub fn observe(&mut self, seconds: f64) {
-        let slot = BUCKETS
-            .iter()
-            .position(|&b| seconds <= b)
-            .unwrap_or(BUCKETS.len());
+        let slot = BUCKETS.iter().position(|&b| seconds <= b).unwrap_or(BUCKETS.len());
         self.counts[slot] += 1;
         self.sum += seconds;
         self.count += 1;

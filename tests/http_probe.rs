@@ -31,27 +31,44 @@ fn app() -> Router {
                 "slow but fine"
             }),
         )
-        .route("/status/{code}", get(|Path(code): Path<u16>| async move { StatusCode::from_u16(code).unwrap() }))
+        .route(
+            "/status/{code}",
+            get(|Path(code): Path<u16>| async move { StatusCode::from_u16(code).unwrap() }),
+        )
         .route(
             "/redirect/{n}",
             get(|Path(n): Path<u32>| async move {
-                if n == 0 { "landed".into_response() } else { Redirect::to(&format!("/redirect/{}", n - 1)).into_response() }
+                if n == 0 {
+                    "landed".into_response()
+                } else {
+                    Redirect::to(&format!("/redirect/{}", n - 1)).into_response()
+                }
             }),
         )
         .route("/loop", get(|| async { Redirect::to("/loop") }))
         .route(
             "/echo",
-            any(|method: axum::http::Method, headers: HeaderMap, body: String| async move {
-                let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-                let custom = headers.get("x-custom").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-                // Says whether the secrets arrived, without echoing them.
-                axum::Json(serde_json::json!({
-                    "method": method.as_str(),
-                    "bearer_ok": auth == "Bearer s3cret-token",
-                    "custom": custom,
-                    "body": body,
-                }))
-            }),
+            any(
+                |method: axum::http::Method, headers: HeaderMap, body: String| async move {
+                    let auth = headers
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string();
+                    let custom = headers
+                        .get("x-custom")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string();
+                    // Says whether the secrets arrived, without echoing them.
+                    axum::Json(serde_json::json!({
+                        "method": method.as_str(),
+                        "bearer_ok": auth == "Bearer s3cret-token",
+                        "custom": custom,
+                        "body": body,
+                    }))
+                },
+            ),
         )
 }
 
@@ -64,9 +81,7 @@ async fn healthy_target_is_up_with_phases() {
     let base = server().await;
     let dir = tempfile::tempdir().unwrap();
     let config = common::config(
-        &format!(
-            "probes:\n  - {{name: ok, kind: http, url: '{base}/ok', body_must_match: '\"status\":\\s*\"ok\"'}}\n"
-        ),
+        &format!("probes:\n  - {{name: ok, kind: http, url: '{base}/ok', body_must_match: '\"status\":\\s*\"ok\"'}}\n"),
         dir.path(),
     );
     let outcome = common::run(&config, "ok").await;
@@ -150,10 +165,7 @@ async fn status_rules() {
         "{busy:?}"
     );
     let broken = common::run(&config, "broken").await;
-    assert_eq!(
-        (broken.level, broken.reason),
-        (Level::Down, Some(Reason::Status))
-    );
+    assert_eq!((broken.level, broken.reason), (Level::Down, Some(Reason::Status)));
     assert_eq!(broken.detail, "status 500 is not in 200-299");
     assert_eq!(common::run(&config, "teapot").await.level, Level::Up);
     assert_eq!(common::run(&config, "class").await.level, Level::Up);
@@ -179,24 +191,15 @@ async fn body_and_header_assertions() {
     let miss = common::run(&config, "body-miss").await;
     assert_eq!((miss.level, miss.reason), (Level::Down, Some(Reason::Body)));
     assert_eq!(miss.detail, "body does not match /nope/");
-    assert_eq!(
-        common::run(&config, "body-forbidden").await.reason,
-        Some(Reason::Body)
-    );
+    assert_eq!(common::run(&config, "body-forbidden").await.reason, Some(Reason::Body));
     assert_eq!(common::run(&config, "header-ok").await.level, Level::Up);
     let header = common::run(&config, "header-miss").await;
-    assert_eq!(
-        (header.level, header.reason),
-        (Level::Down, Some(Reason::Header))
-    );
+    assert_eq!((header.level, header.reason), (Level::Down, Some(Reason::Header)));
     assert_eq!(
         common::run(&config, "header-absent").await.detail,
         "header x-missing is missing"
     );
-    assert_eq!(
-        common::run(&config, "header-absent-ok").await.level,
-        Level::Up
-    );
+    assert_eq!(common::run(&config, "header-absent-ok").await.level, Level::Up);
     assert_eq!(
         common::run(&config, "header-forbidden").await.reason,
         Some(Reason::Header)
@@ -248,23 +251,13 @@ async fn redirects_chain_limit_and_loop() {
     assert_eq!(chain.level, Level::Up, "{chain:?}");
     assert_eq!(chain.observations.http_redirects, Some(3));
     let long = common::run(&config, "too-long").await;
-    assert_eq!(
-        (long.level, long.reason),
-        (Level::Down, Some(Reason::Redirect))
-    );
+    assert_eq!((long.level, long.reason), (Level::Down, Some(Reason::Redirect)));
     assert_eq!(long.detail, "more than 2 redirects");
-    assert_eq!(
-        common::run(&config, "no-follow").await.reason,
-        Some(Reason::Status)
-    );
+    assert_eq!(common::run(&config, "no-follow").await.reason, Some(Reason::Status));
     assert_eq!(common::run(&config, "no-follow-ok").await.level, Level::Up);
     let looped = common::run(&config, "loop").await;
     assert_eq!(looped.reason, Some(Reason::Redirect));
-    assert!(
-        looped.detail.starts_with("redirect loop"),
-        "{}",
-        looped.detail
-    );
+    assert!(looped.detail.starts_with("redirect loop"), "{}", looped.detail);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -298,11 +291,7 @@ async fn ipv6_only_without_fallback_fails_resolution() {
         dir.path(),
     );
     let v6 = common::run(&config, "v6").await;
-    assert_eq!(
-        (v6.level, v6.reason),
-        (Level::Down, Some(Reason::Dns)),
-        "{v6:?}"
-    );
+    assert_eq!((v6.level, v6.reason), (Level::Down, Some(Reason::Dns)), "{v6:?}");
     let fallback = common::run(&config, "v6-fallback").await;
     assert_eq!(
         (fallback.level, fallback.observations.ip_protocol),
@@ -351,9 +340,7 @@ async fn endless_body_is_cut_at_the_limit() {
     });
     let dir = tempfile::tempdir().unwrap();
     let config = common::config(
-        &format!(
-            "probes:\n  - {{name: e, kind: http, url: 'http://{addr}/', body_size_limit: 256KiB}}\n"
-        ),
+        &format!("probes:\n  - {{name: e, kind: http, url: 'http://{addr}/', body_size_limit: 256KiB}}\n"),
         dir.path(),
     );
     let outcome = common::run(&config, "e").await;
@@ -393,29 +380,19 @@ async fn tls_valid_soon_expiring_expired_and_untrusted() {
         ca.dir.path(),
     );
     let now = SystemTime::now();
-    let days = |t: SystemTime| {
-        t.duration_since(now)
-            .map(|d| d.as_secs_f64() / 86400.0)
-            .unwrap_or(-1.0)
-    };
+    let days = |t: SystemTime| t.duration_since(now).map(|d| d.as_secs_f64() / 86400.0).unwrap_or(-1.0);
 
     let outcome = common::run(&config, "valid").await;
     assert_eq!(outcome.level, Level::Up, "{outcome:?}");
     assert_eq!(outcome.observations.tls, Some(true));
     assert!(outcome.observations.phases.unwrap().tls > Duration::ZERO);
     let left = days(outcome.observations.tls_cert_expiry.expect("expiry"));
-    assert!(
-        (89.0..=90.1).contains(&left),
-        "valid cert expires in {left} days"
-    );
+    assert!((89.0..=90.1).contains(&left), "valid cert expires in {left} days");
 
     let outcome = common::run(&config, "soon").await;
     assert_eq!(outcome.level, Level::Up, "{outcome:?}");
     let left = days(outcome.observations.tls_cert_expiry.expect("expiry"));
-    assert!(
-        (4.0..=5.1).contains(&left),
-        "soon-expiring cert expires in {left} days"
-    );
+    assert!((4.0..=5.1).contains(&left), "soon-expiring cert expires in {left} days");
 
     let outcome = common::run(&config, "expired").await;
     assert_eq!(

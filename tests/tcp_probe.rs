@@ -62,10 +62,7 @@ async fn connect_send_and_expect() {
         wrong.detail
     );
     let refused = common::run(&config, "refused").await;
-    assert_eq!(
-        (refused.level, refused.reason),
-        (Level::Down, Some(Reason::Connect))
-    );
+    assert_eq!((refused.level, refused.reason), (Level::Down, Some(Reason::Connect)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -106,9 +106,7 @@ impl MarkedEventReceiver for Walker {
             }
             Event::MappingStart(..) => {
                 self.begin_value(line);
-                self.frames.push(Frame::Map {
-                    expecting_key: true,
-                });
+                self.frames.push(Frame::Map { expecting_key: true });
             }
             Event::SequenceStart(..) => {
                 self.begin_value(line);

@@ -117,6 +117,12 @@ struct Common {
     remediation: Option<Remediation>,
 }
 
+impl Common {
+    fn overrides_timing(&self) -> bool {
+        self.interval.is_some() || self.timeout.is_some() || self.degraded_after.is_some() || self.down_after.is_some()
+    }
+}
+
 /// Keys of [`Common`]; every other key of a probe belongs to its kind.
 const PROBE_KEYS: &[&str] = &[
     "name",
@@ -130,13 +136,7 @@ const PROBE_KEYS: &[&str] = &[
     "remediation",
 ];
 /// The subset of [`PROBE_KEYS`] that a `/probe` module may set.
-const MODULE_KEYS: &[&str] = &[
-    "timeout",
-    "degraded_after",
-    "down_after",
-    "retries",
-    "retry_delay",
-];
+const MODULE_KEYS: &[&str] = &["timeout", "degraded_after", "down_after", "retries", "retry_delay"];
 /// Top-level keys.
 const TOP_KEYS: &[&str] = &["defaults", "labels", "probes", "modules", "concurrency"];
 
@@ -289,12 +289,7 @@ pub struct ConfigErrors {
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.errors.len();
-        write!(
-            f,
-            "{}: {n} error{}",
-            self.source,
-            if n == 1 { "" } else { "s" }
-        )?;
+        write!(f, "{}: {n} error{}", self.source, if n == 1 { "" } else { "s" })?;
         for e in &self.errors {
             write!(f, "\n  {e}")?;
         }
@@ -351,11 +346,7 @@ impl BuildContext {
     }
 
     /// Decodes `value` (found at `path`) as `T`, recording every error it reports.
-    pub fn deserialize<T: for<'de> Deserialize<'de>>(
-        &mut self,
-        value: &Value,
-        path: &str,
-    ) -> Option<T> {
+    pub fn deserialize<T: for<'de> Deserialize<'de>>(&mut self, value: &Value, path: &str) -> Option<T> {
         match value.deserialize::<T>() {
             Ok(v) => Some(v),
             Err(errors) => {
@@ -369,11 +360,10 @@ impl BuildContext {
                     }
                     let message = match &e.kind {
                         figment::error::Kind::UnknownField(field, expected) => {
-                            full = join(&full, field);
-                            format!(
-                                "unknown key `{field}`, expected one of: {}",
-                                expected.join(", ")
-                            )
+                            if e.path.last() != Some(field) {
+                                full = join(&full, field);
+                            }
+                            format!("unknown key `{field}`, expected one of: {}", expected.join(", "))
                         }
                         figment::error::Kind::MissingField(field) => {
                             format!("missing key `{field}`")
@@ -447,8 +437,7 @@ fn join(path: &str, key: &str) -> String {
 
 /// Label names a user may not take: vigil's own labels and Prometheus' target labels.
 const RESERVED_LABELS: &[&str] = &[
-    "probe", "kind", "status", "reason", "phase", "level", "le", "target", "action", "instance",
-    "job",
+    "probe", "kind", "status", "reason", "phase", "level", "le", "target", "action", "instance", "job",
 ];
 
 fn check_labels(ctx: &mut BuildContext, path: &str, labels: &BTreeMap<String, String>) {
@@ -493,10 +482,7 @@ impl Config {
         };
         let (text, base_dir) = match source {
             Source::File(path) => match std::fs::read_to_string(path) {
-                Ok(text) => (
-                    text,
-                    path.parent().map(Path::to_path_buf).unwrap_or_default(),
-                ),
+                Ok(text) => (text, path.parent().map(Path::to_path_buf).unwrap_or_default()),
                 Err(e) => {
                     return Err(fail(vec![ConfigError {
                         path: String::new(),
@@ -507,13 +493,7 @@ impl Config {
             },
             Source::Embedded => (EMBEDDED_DEFAULT.to_string(), PathBuf::from(".")),
         };
-        Self::from_yaml(
-            source.clone(),
-            &text,
-            base_dir,
-            Env::prefixed("VIGIL_").split("__"),
-        )
-        .map_err(fail)
+        Self::from_yaml(source.clone(), &text, base_dir, Env::prefixed("VIGIL_").split("__")).map_err(fail)
     }
 
     /// Validates a config given as text (`base_dir` resolves relative file paths).
@@ -530,12 +510,7 @@ impl Config {
         })
     }
 
-    fn from_yaml(
-        source: Source,
-        text: &str,
-        base_dir: PathBuf,
-        env: Env,
-    ) -> Result<Config, Vec<ConfigError>> {
+    fn from_yaml(source: Source, text: &str, base_dir: PathBuf, env: Env) -> Result<Config, Vec<ConfigError>> {
         let lines = KeyLines::parse(text).map_err(|e| {
             vec![ConfigError {
                 path: String::new(),
@@ -578,18 +553,11 @@ impl Config {
                 "probes" | "modules" => {}
                 other => ctx.error(
                     other,
-                    format!(
-                        "unknown key `{other}`, expected one of: {}",
-                        TOP_KEYS.join(", ")
-                    ),
+                    format!("unknown key `{other}`, expected one of: {}", TOP_KEYS.join(", ")),
                 ),
             }
         }
-        check_timing(
-            &mut ctx,
-            "defaults",
-            &resolve(&defaults, &Common::default()),
-        );
+        check_timing(&mut ctx, "defaults", &resolve(&defaults, &Common::default()));
 
         let mut probes = Vec::new();
         if let Some(value) = root.get("probes") {
@@ -597,16 +565,7 @@ impl Config {
             let mut names = HashSet::new();
             for (i, item) in items.iter().enumerate() {
                 let path = format!("probes.{i}");
-                if let Some(def) = build_probe(&mut ctx, &path, item, &defaults, &global_labels) {
-                    if !names.insert(def.name.clone()) {
-                        ctx.error(
-                            &format!("{path}.name"),
-                            format!(
-                                "probe name `{}` is used twice; names must be unique",
-                                def.name
-                            ),
-                        );
-                    }
+                if let Some(def) = build_probe(&mut ctx, &path, item, &defaults, &global_labels, &mut names) {
                     probes.push(def);
                 }
             }
@@ -614,8 +573,7 @@ impl Config {
 
         let mut modules = BTreeMap::new();
         if let Some(value) = root.get("modules") {
-            let items: BTreeMap<String, Value> =
-                ctx.deserialize(value, "modules").unwrap_or_default();
+            let items: BTreeMap<String, Value> = ctx.deserialize(value, "modules").unwrap_or_default();
             for (name, item) in &items {
                 let path = format!("modules.{name}");
                 if let Some(def) = build_module(&mut ctx, &path, item, &defaults) {
@@ -679,18 +637,15 @@ fn check_timing(ctx: &mut BuildContext, path: &str, timing: &Timing) {
 }
 
 /// Splits a probe's keys into the common ones and its kind's; `None` after recording errors.
-fn split_keys<'a>(
+fn split_keys(
     ctx: &mut BuildContext,
     path: &str,
-    item: &'a Value,
+    item: &Value,
     common_keys: &[&str],
 ) -> Option<(Kind, Value, Value)> {
     let dict: BTreeMap<String, Value> = ctx.deserialize(item, path)?;
     let Some(kind_value) = dict.get("kind") else {
-        ctx.error(
-            path,
-            format!("missing key `kind` (one of: {})", Kind::NAMES.join(", ")),
-        );
+        ctx.error(path, format!("missing key `kind` (one of: {})", Kind::NAMES.join(", ")));
         return None;
     };
     let kind_path = join(path, "kind");
@@ -714,10 +669,7 @@ fn split_keys<'a>(
         if common_keys.contains(&key.as_str()) {
             common.insert(key, value);
         } else if PROBE_KEYS.contains(&key.as_str()) {
-            ctx.error(
-                &join(path, &key),
-                format!("`{key}` does not apply to a /probe module"),
-            );
+            ctx.error(&join(path, &key), format!("`{key}` does not apply to a /probe module"));
         } else {
             own.insert(key, value);
         }
@@ -731,17 +683,28 @@ fn build_probe(
     item: &Value,
     defaults: &Defaults,
     global_labels: &BTreeMap<String, String>,
+    names: &mut HashSet<String>,
 ) -> Option<ProbeDef> {
     let errors_before = ctx.errors.len();
     ctx.take_file_digest();
     let (kind, common_value, own) = split_keys(ctx, path, item, PROBE_KEYS)?;
     let common: Common = ctx.deserialize(&common_value, path).unwrap_or_default();
     let name = match &common.name {
-        Some(name) if valid_name(name) => name.clone(),
+        Some(name) if valid_name(name) => {
+            if !names.insert(name.clone()) {
+                ctx.error(
+                    &join(path, "name"),
+                    format!("probe name `{name}` is used twice; names must be unique"),
+                );
+            }
+            name.clone()
+        }
         Some(name) => {
             ctx.error(
                 &join(path, "name"),
-                format!("`{name}` is not a valid probe name (letters, digits and . _ - :, starting with a letter or digit)"),
+                format!(
+                    "`{name}` is not a valid probe name (letters, digits and . _ - :, starting with a letter or digit)"
+                ),
             );
             String::new()
         }
@@ -751,7 +714,10 @@ fn build_probe(
         }
     };
     let timing = resolve(defaults, &common);
-    check_timing(ctx, path, &timing);
+    if common.overrides_timing() {
+        // Otherwise the defaults were checked once, and their error stands for every probe.
+        check_timing(ctx, path, &timing);
+    }
     check_labels(ctx, &join(path, "labels"), &common.labels);
     if let Some(remediation) = &common.remediation {
         remediation.validate(ctx, &join(path, "remediation"));
@@ -767,9 +733,7 @@ fn build_probe(
     let target = target.unwrap_or_default();
 
     let mut hasher = DefaultHasher::new();
-    serde_json::to_string(item)
-        .unwrap_or_default()
-        .hash(&mut hasher);
+    serde_json::to_string(item).unwrap_or_default().hash(&mut hasher);
     timing.hash(&mut hasher);
     labels.hash(&mut hasher);
     ctx.take_file_digest().hash(&mut hasher);
@@ -785,19 +749,17 @@ fn build_probe(
     })
 }
 
-fn build_module(
-    ctx: &mut BuildContext,
-    path: &str,
-    item: &Value,
-    defaults: &Defaults,
-) -> Option<ModuleDef> {
+fn build_module(ctx: &mut BuildContext, path: &str, item: &Value, defaults: &Defaults) -> Option<ModuleDef> {
     let errors_before = ctx.errors.len();
     let (kind, common_value, own) = split_keys(ctx, path, item, MODULE_KEYS)?;
     let common: Common = ctx.deserialize(&common_value, path).unwrap_or_default();
     let mut timing = resolve(defaults, &common);
+    let own_timing = common.overrides_timing();
     // A module runs when scraped, not on an interval: only its timeout and thresholds matter.
     timing.interval = Duration::MAX;
-    check_timing(ctx, path, &timing);
+    if own_timing {
+        check_timing(ctx, path, &timing);
+    }
     let built = Probe::build(kind, &own, ctx, path, Role::Module);
     if ctx.errors.len() > errors_before {
         return None;
@@ -836,11 +798,7 @@ pub fn redact_target(target: &str) -> String {
                 .any(|s| lower.contains(s));
                 (
                     k.into_owned(),
-                    if secret {
-                        "redacted".to_string()
-                    } else {
-                        v.into_owned()
-                    },
+                    if secret { "redacted".to_string() } else { v.into_owned() },
                 )
             })
             .collect();

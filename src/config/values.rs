@@ -41,9 +41,7 @@ impl StatusRange {
             Some((low, high)) => {
                 let (low, high) = (code(low)?, code(high)?);
                 if low > high {
-                    return Err(format!(
-                        "status range `{text}` is empty (its start is above its end)"
-                    ));
+                    return Err(format!("status range `{text}` is empty (its start is above its end)"));
                 }
                 Ok(Self { low, high })
             }
@@ -103,22 +101,22 @@ impl PartialEq for Pattern {
 impl<'de> Deserialize<'de> for Pattern {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        regex::bytes::Regex::new(&text).map(Pattern).map_err(|e| {
-            de::Error::custom(format!(
-                "invalid regex `{text}`: {}",
-                first_line(&e.to_string())
-            ))
-        })
+        regex::bytes::Regex::new(&text)
+            .map(Pattern)
+            .map_err(|e| de::Error::custom(format!("invalid regex `{text}`: {}", regex_problem(&e))))
     }
 }
 
-fn first_line(text: &str) -> String {
-    // regex errors draw the pattern with a caret over several lines; keep them on one.
-    text.lines()
+/// The regex crate draws the pattern with a caret over several lines, the problem last.
+fn regex_problem(error: &regex::Error) -> String {
+    let text = error.to_string();
+    let last = text
+        .lines()
+        .rev()
         .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
+        .find(|l| !l.is_empty())
+        .unwrap_or_default();
+    last.strip_prefix("error: ").unwrap_or(last).to_string()
 }
 
 /// One value or a list of them (`body_must_match: "ok"` or `body_must_match: ["a", "b"]`).
@@ -133,16 +131,43 @@ impl<T> Default for OneOrMany<T> {
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw<T> {
-            Many(Vec<T>),
-            One(T),
+        use serde::de::IntoDeserializer;
+        use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+
+        // Not `#[serde(untagged)]`: that would replace the item's own error (a bad regex, say)
+        // with "did not match any variant".
+        struct Visitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> de::Visitor<'de> for Visitor<T> {
+            type Value = OneOrMany<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a value or a list of values")
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                Vec::<T>::deserialize(SeqAccessDeserializer::new(seq)).map(OneOrMany)
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map)).map(|v| OneOrMany(vec![v]))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                T::deserialize(v.into_deserializer()).map(|v| OneOrMany(vec![v]))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                T::deserialize(v.into_deserializer()).map(|v| OneOrMany(vec![v]))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                T::deserialize(v.into_deserializer()).map(|v| OneOrMany(vec![v]))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                T::deserialize(v.into_deserializer()).map(|v| OneOrMany(vec![v]))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                T::deserialize(v.into_deserializer()).map(|v| OneOrMany(vec![v]))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                T::deserialize(v.into_deserializer()).map(|v| OneOrMany(vec![v]))
+            }
         }
-        Ok(match Raw::deserialize(deserializer)? {
-            Raw::Many(v) => Self(v),
-            Raw::One(v) => Self(vec![v]),
-        })
+        deserializer.deserialize_any(Visitor(std::marker::PhantomData))
     }
 }
 
@@ -153,9 +178,7 @@ pub struct ByteSize(pub u64);
 impl ByteSize {
     fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
-        let split = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
+        let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
         let (number, unit) = text.split_at(split);
         let number: u64 = number
             .parse()
@@ -202,27 +225,9 @@ mod tests {
 
     #[test]
     fn status_ranges() {
-        assert_eq!(
-            StatusRange::parse("200-299"),
-            Ok(StatusRange {
-                low: 200,
-                high: 299
-            })
-        );
-        assert_eq!(
-            StatusRange::parse("503"),
-            Ok(StatusRange {
-                low: 503,
-                high: 503
-            })
-        );
-        assert_eq!(
-            StatusRange::parse("4xx"),
-            Ok(StatusRange {
-                low: 400,
-                high: 499
-            })
-        );
+        assert_eq!(StatusRange::parse("200-299"), Ok(StatusRange { low: 200, high: 299 }));
+        assert_eq!(StatusRange::parse("503"), Ok(StatusRange { low: 503, high: 503 }));
+        assert_eq!(StatusRange::parse("4xx"), Ok(StatusRange { low: 400, high: 499 }));
         assert!(StatusRange::parse("299-200").is_err());
         assert!(StatusRange::parse("abc").is_err());
         assert!(StatusRange::parse("700").is_err());

@@ -131,10 +131,7 @@ fn default_method() -> String {
     "GET".into()
 }
 fn default_valid_status() -> Vec<StatusRange> {
-    vec![StatusRange {
-        low: 200,
-        high: 299,
-    }]
+    vec![StatusRange { low: 200, high: 299 }]
 }
 fn yes() -> bool {
     true
@@ -213,8 +210,7 @@ pub struct Settings {
 fn parse_target(target: &str) -> Result<Url, String> {
     let url = match Url::parse(target) {
         Ok(url) if url.has_host() => url,
-        _ => Url::parse(&format!("http://{target}"))
-            .map_err(|e| format!("`{target}` is not a URL: {e}"))?,
+        _ => Url::parse(&format!("http://{target}")).map_err(|e| format!("`{target}` is not a URL: {e}"))?,
     };
     match url.scheme() {
         "http" | "https" => Ok(url),
@@ -222,12 +218,7 @@ fn parse_target(target: &str) -> Result<Url, String> {
     }
 }
 
-pub(crate) fn build(
-    spec: Spec,
-    ctx: &mut BuildContext,
-    path: &str,
-    role: Role,
-) -> Option<(Settings, Option<String>)> {
+pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) -> Option<(Settings, Option<String>)> {
     let key = |k: &str| format!("{path}.{k}");
     match (role, &spec.url) {
         (Role::Scheduled, None) => ctx.error(path, "missing key `url`"),
@@ -245,10 +236,7 @@ pub(crate) fn build(
     let method = match Method::from_bytes(spec.method.to_ascii_uppercase().as_bytes()) {
         Ok(m) => m,
         Err(_) => {
-            ctx.error(
-                &key("method"),
-                format!("`{}` is not an HTTP method", spec.method),
-            );
+            ctx.error(&key("method"), format!("`{}` is not an HTTP method", spec.method));
             Method::GET
         }
     };
@@ -267,20 +255,14 @@ pub(crate) fn build(
                 value.set_sensitive(true);
                 headers.push((header_name, value));
             }
-            Err(_) => ctx.error(
-                &hkey,
-                "the header value holds characters a header cannot carry",
-            ),
+            Err(_) => ctx.error(&hkey, "the header value holds characters a header cannot carry"),
         }
     }
     if let Some(auth) = &spec.basic_auth {
         if let Some(password) = ctx.secret(&key("basic_auth.password"), &auth.password) {
             use base64::Engine;
-            let token = base64::engine::general_purpose::STANDARD.encode(format!(
-                "{}:{}",
-                auth.username,
-                password.expose()
-            ));
+            let token =
+                base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", auth.username, password.expose()));
             if let Ok(mut value) = HeaderValue::from_str(&format!("Basic {token}")) {
                 value.set_sensitive(true);
                 headers.push((header::AUTHORIZATION, value));
@@ -289,10 +271,7 @@ pub(crate) fn build(
     }
     if let Some(source) = &spec.bearer_token {
         if spec.basic_auth.is_some() {
-            ctx.error(
-                &key("bearer_token"),
-                "set either basic_auth or bearer_token, not both",
-            );
+            ctx.error(&key("bearer_token"), "set either basic_auth or bearer_token, not both");
         }
         if let Some(token) = ctx.secret(&key("bearer_token"), source) {
             match HeaderValue::from_str(&format!("Bearer {}", token.expose())) {
@@ -300,10 +279,7 @@ pub(crate) fn build(
                     value.set_sensitive(true);
                     headers.push((header::AUTHORIZATION, value));
                 }
-                Err(_) => ctx.error(
-                    &key("bearer_token"),
-                    "the token holds characters a header cannot carry",
-                ),
+                Err(_) => ctx.error(&key("bearer_token"), "the token holds characters a header cannot carry"),
             }
         }
     }
@@ -333,8 +309,7 @@ pub(crate) fn build(
         out
     };
     let header_must_match = header_patterns(spec.header_must_match, "header_must_match", ctx);
-    let header_must_not_match =
-        header_patterns(spec.header_must_not_match, "header_must_not_match", ctx);
+    let header_must_not_match = header_patterns(spec.header_must_not_match, "header_must_not_match", ctx);
     let mut json = Vec::new();
     for (i, condition) in spec.json.into_iter().enumerate() {
         let jkey = format!("{path}.json.{i}");
@@ -347,7 +322,10 @@ pub(crate) fn build(
             condition.greater_than.is_some(),
         ];
         if !tests.contains(&true) {
-            ctx.error(&jkey, "a JSON condition needs at least one of: equals, not_equals, matches, exists, less_than, greater_than");
+            ctx.error(
+                &jkey,
+                "a JSON condition needs at least one of: equals, not_equals, matches, exists, less_than, greater_than",
+            );
         }
         match parse_json_path(&condition.path) {
             Ok(steps) => json.push(CompiledJson {
@@ -409,11 +387,7 @@ pub async fn check(settings: &Settings, target: &str) -> Checked {
     }
 }
 
-async fn exchange(
-    settings: &Settings,
-    target: &str,
-    obs: &mut Observations,
-) -> Result<Response, Failure> {
+async fn exchange(settings: &Settings, target: &str, obs: &mut Observations) -> Result<Response, Failure> {
     let mut url = parse_target(target).map_err(|e| Failure::new(Reason::Connect, e))?;
     let mut method = settings.method.clone();
     let mut send_body = true;
@@ -427,13 +401,7 @@ async fn exchange(
             .ok_or_else(|| Failure::new(Reason::Connect, "URL has no host"))?
             .to_owned();
         let port = url.port_or_known_default().unwrap_or(80);
-        let connected = net::connect(
-            &host,
-            port,
-            settings.ip_protocol,
-            settings.ip_protocol_fallback,
-        )
-        .await;
+        let connected = net::connect(&host, port, settings.ip_protocol, settings.ip_protocol_fallback).await;
         let connected = match connected {
             Ok(c) => c,
             Err(e) => {
@@ -445,12 +413,10 @@ async fn exchange(
         phases.connect += connected.connect;
         obs.ip_protocol = Some(if connected.addr.is_ipv4() { 4 } else { 6 });
 
-        let mut request = Request::builder()
-            .method(method.clone())
-            .uri(match url.query() {
-                Some(q) => format!("{}?{q}", url.path()),
-                None => url.path().to_string(),
-            });
+        let mut request = Request::builder().method(method.clone()).uri(match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_string(),
+        });
         let host_header = match url.port() {
             Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
             None => host.clone(),
@@ -462,8 +428,7 @@ async fn exchange(
             .ok_or_else(|| Failure::new(Reason::Protocol, "invalid request"))?;
         headers.insert(
             header::HOST,
-            HeaderValue::from_str(&host_header)
-                .map_err(|_| Failure::new(Reason::Connect, "invalid host"))?,
+            HeaderValue::from_str(&host_header).map_err(|_| Failure::new(Reason::Connect, "invalid host"))?,
         );
         headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -472,11 +437,7 @@ async fn exchange(
                 headers.insert(name.clone(), value.clone());
             }
         }
-        let body = if send_body {
-            settings.body.clone()
-        } else {
-            Bytes::new()
-        };
+        let body = if send_body { settings.body.clone() } else { Bytes::new() };
         if !body.is_empty() {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         }
@@ -505,13 +466,7 @@ async fn exchange(
             round_trip(shake.stream, request, settings.body_size_limit, &mut phases).await
         } else {
             obs.tls = Some(false);
-            round_trip(
-                connected.stream,
-                request,
-                settings.body_size_limit,
-                &mut phases,
-            )
-            .await
+            round_trip(connected.stream, request, settings.body_size_limit, &mut phases).await
         };
         obs.phases = Some(phases);
         let response = response?;
@@ -534,9 +489,9 @@ async fn exchange(
                     format!("status {} without a Location header", response.status),
                 )
             })?;
-        let next = url.join(location).map_err(|e| {
-            Failure::new(Reason::Redirect, format!("bad Location `{location}`: {e}"))
-        })?;
+        let next = url
+            .join(location)
+            .map_err(|e| Failure::new(Reason::Redirect, format!("bad Location `{location}`: {e}")))?;
         visited.push(url);
         if redirects >= settings.max_redirects {
             obs.http_redirects = Some(redirects);
@@ -588,10 +543,7 @@ where
         .map_err(protocol)?;
     let sent = Instant::now();
     let exchange = async {
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| (protocol(e), None))?;
+        let response = sender.send_request(request).await.map_err(|e| (protocol(e), None))?;
         let head_at = Instant::now();
         let (parts, mut body) = response.into_parts();
         let mut buf = Vec::new();
@@ -599,10 +551,7 @@ where
             let frame = frame.map_err(|e| (protocol(e), Some(head_at)))?;
             if let Ok(data) = frame.into_data() {
                 if (buf.len() + data.len()) as u64 > limit {
-                    let failure = Failure::new(
-                        Reason::Body,
-                        format!("body larger than the limit of {limit} bytes"),
-                    );
+                    let failure = Failure::new(Reason::Body, format!("body larger than the limit of {limit} bytes"));
                     return Err((failure, Some(head_at)));
                 }
                 buf.extend_from_slice(&data);
@@ -659,11 +608,7 @@ fn assess(settings: &Settings, response: &Response, obs: Observations) -> Checke
         );
     }
     if !settings.valid_status.iter().any(|r| r.contains(status)) {
-        let valid: Vec<String> = settings
-            .valid_status
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let valid: Vec<String> = settings.valid_status.iter().map(ToString::to_string).collect();
         return Checked::down(
             Reason::Status,
             format!("status {status} is not in {}", valid.join(", ")),
@@ -700,20 +645,12 @@ fn assess(settings: &Settings, response: &Response, obs: Observations) -> Checke
     }
     for pattern in &settings.body_must_match {
         if !pattern.is_match(&response.body) {
-            return Checked::down(
-                Reason::Body,
-                format!("body does not match /{}/", pattern.as_str()),
-                obs,
-            );
+            return Checked::down(Reason::Body, format!("body does not match /{}/", pattern.as_str()), obs);
         }
     }
     for pattern in &settings.body_must_not_match {
         if pattern.is_match(&response.body) {
-            return Checked::down(
-                Reason::Body,
-                format!("body matches /{}/", pattern.as_str()),
-                obs,
-            );
+            return Checked::down(Reason::Body, format!("body matches /{}/", pattern.as_str()), obs);
         }
     }
     if !settings.json.is_empty() {
@@ -733,10 +670,7 @@ fn assess(settings: &Settings, response: &Response, obs: Observations) -> Checke
 fn show(value: &serde_json::Value) -> String {
     let mut text = value.to_string();
     if text.len() > 80 {
-        let cut = (0..=77)
-            .rev()
-            .find(|&i| text.is_char_boundary(i))
-            .unwrap_or(0);
+        let cut = (0..=77).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
         text.truncate(cut);
         text.push_str("...");
     }
@@ -780,11 +714,7 @@ fn json_holds(rule: &CompiledJson, document: &serde_json::Value) -> Result<(), S
     };
     if let Some(expected) = &c.equals {
         if !same(value, expected) {
-            return Err(format!(
-                "`{path}` is {}, expected {}",
-                show(value),
-                show(expected)
-            ));
+            return Err(format!("`{path}` is {}, expected {}", show(value), show(expected)));
         }
     }
     if let Some(unwanted) = &c.not_equals {
@@ -826,19 +756,11 @@ mod tests {
     fn json_paths() {
         assert_eq!(
             parse_json_path("$.a.b[2]"),
-            Ok(vec![
-                Step::Key("a".into()),
-                Step::Key("b".into()),
-                Step::Index(2)
-            ])
+            Ok(vec![Step::Key("a".into()), Step::Key("b".into()), Step::Index(2)])
         );
         assert_eq!(
             parse_json_path("items[0][1]"),
-            Ok(vec![
-                Step::Key("items".into()),
-                Step::Index(0),
-                Step::Index(1)
-            ])
+            Ok(vec![Step::Key("items".into()), Step::Index(0), Step::Index(1)])
         );
         assert!(parse_json_path("a[x]").is_err());
         assert!(parse_json_path("a[1").is_err());

@@ -178,12 +178,7 @@ impl Checked {
     }
 
     /// A non-UP result with its reason and message.
-    pub fn failed(
-        level: Level,
-        reason: Reason,
-        detail: impl Into<String>,
-        observations: Observations,
-    ) -> Self {
+    pub fn failed(level: Level, reason: Reason, detail: impl Into<String>, observations: Observations) -> Self {
         Self {
             level,
             reason: Some(reason),

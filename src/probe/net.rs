@@ -34,12 +34,7 @@ pub struct Connected {
 
 /// Resolves `host` and connects to `port`, preferred IP version first; with `fallback` the other
 /// version's addresses are tried too (after the preferred ones), otherwise only the preferred.
-pub async fn connect(
-    host: &str,
-    port: u16,
-    prefer: IpProtocol,
-    fallback: bool,
-) -> Result<Connected, Failure> {
+pub async fn connect(host: &str, port: u16, prefer: IpProtocol, fallback: bool) -> Result<Connected, Failure> {
     let started = Instant::now();
     let literal = host.trim_start_matches('[').trim_end_matches(']');
     let mut addrs: Vec<SocketAddr> = match literal.parse::<IpAddr>() {
@@ -65,10 +60,7 @@ pub async fn connect(
             IpProtocol::Ip4 => "IPv4",
             IpProtocol::Ip6 => "IPv6",
         };
-        return Err(Failure::new(
-            Reason::Dns,
-            format!("{host} has no {family} address"),
-        ));
+        return Err(Failure::new(Reason::Dns, format!("{host} has no {family} address")));
     }
     let mut last_error = None;
     for addr in addrs {
@@ -86,10 +78,7 @@ pub async fn connect(
             Err(e) => last_error = Some(format!("connect to {addr}: {e}")),
         }
     }
-    Err(Failure::new(
-        Reason::Connect,
-        last_error.unwrap_or_default(),
-    ))
+    Err(Failure::new(Reason::Connect, last_error.unwrap_or_default()))
 }
 
 #[cfg(test)]

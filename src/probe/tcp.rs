@@ -67,12 +67,7 @@ fn split_address(address: &str) -> Result<(&str, u16), String> {
     Ok((host, port))
 }
 
-pub(crate) fn build(
-    spec: Spec,
-    ctx: &mut BuildContext,
-    path: &str,
-    role: Role,
-) -> Option<(Settings, Option<String>)> {
+pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) -> Option<(Settings, Option<String>)> {
     match (role, &spec.address) {
         (Role::Scheduled, None) => ctx.error(path, "missing key `address`"),
         (Role::Scheduled, Some(address)) => {
@@ -87,10 +82,7 @@ pub(crate) fn build(
         (Role::Module, None) => {}
     }
     if !spec.tls && spec.tls_config != TlsSpec::default() {
-        ctx.error(
-            &format!("{path}.tls_config"),
-            "tls_config is set but tls is false",
-        );
+        ctx.error(&format!("{path}.tls_config"), "tls_config is set but tls is false");
     }
     let tls = if spec.tls {
         Some(tls::client_config(
@@ -124,13 +116,7 @@ pub async fn check(settings: &Settings, target: &str) -> Checked {
 
 async fn attempt(settings: &Settings, target: &str, obs: &mut Observations) -> Result<(), Failure> {
     let (host, port) = split_address(target).map_err(|e| Failure::new(Reason::Connect, e))?;
-    let connected = net::connect(
-        host,
-        port,
-        settings.ip_protocol,
-        settings.ip_protocol_fallback,
-    )
-    .await?;
+    let connected = net::connect(host, port, settings.ip_protocol, settings.ip_protocol_fallback).await?;
     let mut phases = Phases {
         resolve: connected.resolve,
         connect: connected.connect,
@@ -161,10 +147,7 @@ async fn attempt(settings: &Settings, target: &str, obs: &mut Observations) -> R
     result
 }
 
-async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
-    settings: &Settings,
-    mut stream: S,
-) -> Result<(), Failure> {
+async fn converse<S: AsyncRead + AsyncWrite + Unpin>(settings: &Settings, mut stream: S) -> Result<(), Failure> {
     if let Some(data) = &settings.send {
         stream
             .write_all(data)
@@ -189,10 +172,7 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
         if received.len() >= EXPECT_BUFFER {
             return Err(Failure::new(
                 Reason::Expect,
-                format!(
-                    "no match for /{}/ in the first {EXPECT_BUFFER} bytes",
-                    pattern.as_str()
-                ),
+                format!("no match for /{}/ in the first {EXPECT_BUFFER} bytes", pattern.as_str()),
             ));
         }
         let n = stream

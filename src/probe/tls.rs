@@ -71,15 +71,8 @@ fn system_roots() -> Arc<RootCertStore> {
 }
 
 /// Builds the client config for `spec` (found at `path`); errors are recorded in `ctx`.
-pub fn client_config(
-    spec: &TlsSpec,
-    alpn: &[&[u8]],
-    ctx: &mut BuildContext,
-    path: &str,
-) -> Option<Arc<ClientConfig>> {
-    let builder = match ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-    {
+pub fn client_config(spec: &TlsSpec, alpn: &[&[u8]], ctx: &mut BuildContext, path: &str) -> Option<Arc<ClientConfig>> {
+    let builder = match ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions() {
         Ok(b) => b,
         Err(e) => {
             ctx.error(path, format!("TLS setup failed: {e}"));
@@ -99,10 +92,7 @@ pub fn client_config(
                         .and_then(|c| store.add(c).map_err(|e| e.to_string()))
                     {
                         Ok(()) => {}
-                        Err(e) => ctx.error(
-                            &key,
-                            format!("{}: not a usable PEM certificate: {e}", file.display()),
-                        ),
+                        Err(e) => ctx.error(&key, format!("{}: not a usable PEM certificate: {e}", file.display())),
                     }
                 }
                 if store.is_empty() {
@@ -129,10 +119,7 @@ pub fn client_config(
                 .filter_map(Result::ok)
                 .collect();
             if certs.is_empty() {
-                ctx.error(
-                    &cert_key,
-                    format!("{} holds no PEM certificate", cert_file.display()),
-                );
+                ctx.error(&cert_key, format!("{} holds no PEM certificate", cert_file.display()));
                 return None;
             }
             let key = match PrivateKeyDer::from_pem_slice(&key_pem) {
@@ -140,10 +127,7 @@ pub fn client_config(
                 Err(e) => {
                     ctx.error(
                         &key_key,
-                        format!(
-                            "{} holds no usable PEM private key: {e}",
-                            key_file.display()
-                        ),
+                        format!("{} holds no usable PEM private key: {e}", key_file.display()),
                     );
                     return None;
                 }
@@ -190,21 +174,13 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
 ) -> Result<Handshake<S>, Failure> {
     let name = server_name.trim_start_matches('[').trim_end_matches(']');
-    let name = ServerName::try_from(name.to_string()).map_err(|e| {
-        Failure::new(
-            Reason::Tls,
-            format!("invalid TLS server name {server_name}: {e}"),
-        )
-    })?;
+    let name = ServerName::try_from(name.to_string())
+        .map_err(|e| Failure::new(Reason::Tls, format!("invalid TLS server name {server_name}: {e}")))?;
     let stream = TlsConnector::from(config.clone())
         .connect(name, stream)
         .await
         .map_err(|e| Failure::new(Reason::Tls, format!("TLS handshake: {e}")))?;
-    let earliest_expiry = stream
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(earliest_not_after);
+    let earliest_expiry = stream.get_ref().1.peer_certificates().and_then(earliest_not_after);
     Ok(Handshake {
         stream,
         earliest_expiry,
@@ -249,12 +225,7 @@ impl ServerCertVerifier for AcceptAnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -263,12 +234,7 @@ impl ServerCertVerifier for AcceptAnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

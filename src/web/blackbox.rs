@@ -8,21 +8,14 @@ use crate::probe::Level;
 use crate::state::Outcome;
 
 fn gauge(out: &mut String, name: &str, help: &str, value: f64) {
-    let _ = write!(
-        out,
-        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
-    );
+    let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n");
 }
 
 /// The metrics of one `/probe` run, in Prometheus text format.
 pub fn render(outcome: &Outcome) -> String {
     let obs = &outcome.observations;
     let mut out = String::with_capacity(2048);
-    let success = if outcome.level == Level::Down {
-        0.0
-    } else {
-        1.0
-    };
+    let success = if outcome.level == Level::Down { 0.0 } else { 1.0 };
     gauge(
         &mut out,
         "probe_success",
@@ -136,12 +129,10 @@ pub fn render(outcome: &Outcome) -> String {
         );
     }
     if let Some(reason) = outcome.reason {
-        out.push_str("# HELP vigil_probe_failure_reason Why the probe did not end UP\n# TYPE vigil_probe_failure_reason gauge\n");
-        let _ = writeln!(
-            out,
-            "vigil_probe_failure_reason{{reason=\"{}\"}} 1",
-            reason.as_str()
+        out.push_str(
+            "# HELP vigil_probe_failure_reason Why the probe did not end UP\n# TYPE vigil_probe_failure_reason gauge\n",
         );
+        let _ = writeln!(out, "vigil_probe_failure_reason{{reason=\"{}\"}} 1", reason.as_str());
     }
     gauge(
         &mut out,
@@ -155,11 +146,7 @@ pub fn render(outcome: &Outcome) -> String {
 /// `/probe?debug=true`: what happened, then the metrics.
 pub fn debug(module: &str, target: &str, outcome: &Outcome, metrics: &str) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "Module: {module}\nTarget: {target}\nLevel: {}",
-        outcome.level
-    );
+    let _ = writeln!(out, "Module: {module}\nTarget: {target}\nLevel: {}", outcome.level);
     if let Some(reason) = outcome.reason {
         let _ = writeln!(out, "Reason: {reason}\nDetail: {}", outcome.detail);
     }

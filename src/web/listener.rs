@@ -74,24 +74,19 @@ impl WebConfig {
         let Some(tls) = &self.tls_server_config else {
             return Ok(None);
         };
-        let certs_pem = std::fs::read(&tls.cert_file)
-            .map_err(|e| format!("{}: {e}", tls.cert_file.display()))?;
-        let key_pem =
-            std::fs::read(&tls.key_file).map_err(|e| format!("{}: {e}", tls.key_file.display()))?;
+        let certs_pem = std::fs::read(&tls.cert_file).map_err(|e| format!("{}: {e}", tls.cert_file.display()))?;
+        let key_pem = std::fs::read(&tls.key_file).map_err(|e| format!("{}: {e}", tls.key_file.display()))?;
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&certs_pem)
             .filter_map(Result::ok)
             .collect();
         if certs.is_empty() {
             return Err(format!("{}: no PEM certificate", tls.cert_file.display()));
         }
-        let key = PrivateKeyDer::from_pem_slice(&key_pem)
-            .map_err(|e| format!("{}: {e}", tls.key_file.display()))?;
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
-        .map_err(|e| format!("TLS: {e}"))?;
+        let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| format!("{}: {e}", tls.key_file.display()))?;
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+            .map_err(|e| format!("TLS: {e}"))?;
         Ok(Some(TlsAcceptor::from(Arc::new(config))))
     }
 }
@@ -233,12 +228,7 @@ pub async fn serve(
                 let acceptor = acceptor.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    let stream = match tokio::time::timeout(
-                        Duration::from_secs(10),
-                        acceptor.accept(stream),
-                    )
-                    .await
-                    {
+                    let stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => return debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => return debug!(%peer, "TLS handshake timed out"),
@@ -255,10 +245,7 @@ pub async fn serve(
     }
     drop(listener);
     info!("shutting down: finishing requests in flight");
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         warn!(grace = ?grace, "requests still running after the grace period; closing them");
     }
     Ok(())

@@ -47,11 +47,7 @@ async fn metrics_handler(State(app): State<Arc<App>>, headers: HeaderMap) -> Res
             };
             ([(header::CONTENT_TYPE, content_type)], body).into_response()
         }
-        Err(_) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "encoding metrics failed\n",
-        )
-            .into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "encoding metrics failed\n").into_response(),
     }
 }
 
@@ -64,22 +60,14 @@ struct ProbeQuery {
     debug: bool,
 }
 
-async fn probe_handler(
-    State(app): State<Arc<App>>,
-    Query(query): Query<ProbeQuery>,
-    headers: HeaderMap,
-) -> Response {
+async fn probe_handler(State(app): State<Arc<App>>, Query(query): Query<ProbeQuery>, headers: HeaderMap) -> Response {
     let Some(target) = query.target.filter(|t| !t.is_empty()) else {
         return (StatusCode::BAD_REQUEST, "Target parameter is missing\n").into_response();
     };
     let module_name = query.module.unwrap_or_else(|| "http_2xx".to_string());
     let config = app.config();
     let Some(module) = config.modules.get(&module_name) else {
-        return (
-            StatusCode::BAD_REQUEST,
-            format!("Unknown module {module_name:?}\n"),
-        )
-            .into_response();
+        return (StatusCode::BAD_REQUEST, format!("Unknown module {module_name:?}\n")).into_response();
     };
     let mut timing = module.timing;
     // Like blackbox_exporter: finish before Prometheus gives up on the scrape.
@@ -95,12 +83,7 @@ async fn probe_handler(
     let outcome = crate::scheduler::execute(&module.probe, &target, &timing, None).await;
     let body = blackbox::render(&outcome);
     if query.debug {
-        let debug = blackbox::debug(
-            &module_name,
-            &crate::config::redact_target(&target),
-            &outcome,
-            &body,
-        );
+        let debug = blackbox::debug(&module_name, &crate::config::redact_target(&target), &outcome, &body);
         return ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], debug).into_response();
     }
     ([(header::CONTENT_TYPE, metrics::PROMETHEUS_TEXT)], body).into_response()

@@ -69,22 +69,13 @@ pub async fn serve_tls(router: Router, cert_file: PathBuf, key_file: PathBuf) ->
     let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = socket.local_addr().unwrap();
     let web = WebConfig {
-        tls_server_config: Some(TlsServerConfig {
-            cert_file,
-            key_file,
-        }),
+        tls_server_config: Some(TlsServerConfig { cert_file, key_file }),
         ..WebConfig::default()
     };
     tokio::spawn(async move {
-        listener::serve(
-            socket,
-            router,
-            &web,
-            std::future::pending(),
-            Duration::from_secs(1),
-        )
-        .await
-        .unwrap();
+        listener::serve(socket, router, &web, std::future::pending(), Duration::from_secs(1))
+            .await
+            .unwrap();
     });
     addr
 }
