@@ -211,7 +211,7 @@ impl Collector for ProbeCollector {
             &mut encoder,
             &probes,
             "vigil_probe_success",
-            "Whether the last run ended UP or DEGRADED (1) or DOWN (0)",
+            "Whether the last run ended UP or DEGRADED (1) or DOWN (0).",
             None,
             |s, emit| match &s.last {
                 Some(last) => emit(&[], if last.level == Level::Down { 0.0 } else { 1.0 }),
@@ -222,7 +222,7 @@ impl Collector for ProbeCollector {
             &mut encoder,
             &probes,
             "vigil_probe_status",
-            "1 for the level the last run ended in, 0 for the others",
+            "1 for the level the last run ended in, 0 for the others.",
             None,
             |s, emit| {
                 let Some(last) = &s.last else { return Ok(()) };
@@ -238,7 +238,7 @@ impl Collector for ProbeCollector {
         {
             let mut family = encoder.encode_descriptor(
                 "vigil_probe_duration",
-                "Duration of probe runs (the last attempt of each run)",
+                "Duration of probe runs (the last attempt of each run).",
                 seconds,
                 MetricType::Histogram,
             )?;
@@ -260,14 +260,14 @@ impl Collector for ProbeCollector {
             &mut encoder,
             &probes,
             "vigil_probe_runs",
-            "Probe runs finished",
+            "Probe runs finished.",
             |s, emit| emit(&[], s.runs),
         )?;
         counter_family(
             &mut encoder,
             &probes,
             "vigil_probe_failures",
-            "Probe runs that ended DOWN, by reason",
+            "Probe runs that ended DOWN, by reason.",
             |s, emit| {
                 for (reason, n) in &s.failures {
                     emit(&[("reason", reason.as_str())], *n)?;
@@ -279,14 +279,14 @@ impl Collector for ProbeCollector {
             &mut encoder,
             &probes,
             "vigil_probe_retries",
-            "Extra attempts made after a DOWN attempt",
+            "Extra attempts made after a DOWN attempt.",
             |s, emit| emit(&[], s.retries),
         )?;
         gauge_family(
             &mut encoder,
             &probes,
             "vigil_probe_last_run_timestamp",
-            "When the probe last finished a run",
+            "When the probe last finished a run.",
             seconds,
             |s, emit| match &s.last {
                 Some(last) => emit(&[], crate::metrics::unix_seconds(last.at)),
@@ -297,7 +297,7 @@ impl Collector for ProbeCollector {
             &mut encoder,
             &probes,
             "vigil_probe_last_success_timestamp",
-            "When the probe last ended UP or DEGRADED",
+            "When the probe last ended UP or DEGRADED.",
             seconds,
             |s, emit| match s.last_success {
                 Some(at) => emit(&[], unix_seconds(at)),
@@ -308,7 +308,7 @@ impl Collector for ProbeCollector {
             &mut encoder,
             &probes,
             "vigil_probe_consecutive_failures",
-            "DOWN runs in a row",
+            "DOWN runs in a row.",
             None,
             |s, emit| {
                 if ran(s) {
@@ -322,7 +322,7 @@ impl Collector for ProbeCollector {
             &mut encoder,
             &probes,
             "vigil_probe_latency_threshold",
-            "The probe's latency thresholds: degraded_after and down_after",
+            "The probe's latency thresholds: degraded_after and down_after.",
             seconds,
             |s, emit| {
                 emit(
@@ -337,7 +337,7 @@ impl Collector for ProbeCollector {
         )?;
         {
             let mut family =
-                encoder.encode_descriptor("vigil_probe", "What each probe checks", None, MetricType::Info)?;
+                encoder.encode_descriptor("vigil_probe", "What each probe checks.", None, MetricType::Info)?;
             for handle in &probes {
                 let state = lock(handle);
                 family.encode_info(&ProbeLabels {
@@ -349,7 +349,7 @@ impl Collector for ProbeCollector {
         {
             let mut family = encoder.encode_descriptor(
                 "vigil_probe_remediation",
-                "The remediation the config declares for a probe (carried out by vigil receiver)",
+                "The remediation the config declares for a probe (carried out by vigil receiver).",
                 None,
                 MetricType::Info,
             )?;
@@ -367,7 +367,7 @@ impl Collector for ProbeCollector {
             &mut encoder,
             &probes,
             "vigil_probe_http_status_code",
-            "HTTP status code of the last response",
+            "HTTP status code of the last response.",
             None,
             |s, emit| match s.last.as_ref().and_then(|l| l.observations.http_status) {
                 Some(code) => emit(&[], f64::from(code)),
@@ -378,7 +378,7 @@ impl Collector for ProbeCollector {
             &mut encoder,
             &probes,
             "vigil_probe_http_duration",
-            "Duration of each phase of the last HTTP run",
+            "Duration of each phase of the last HTTP run.",
             seconds,
             |s, emit| {
                 let Some(phases) = s
@@ -399,7 +399,7 @@ impl Collector for ProbeCollector {
             &mut encoder,
             &probes,
             "vigil_probe_tls_cert_expiry_timestamp",
-            "Earliest expiry of the certificates the target presented",
+            "Earliest expiry of the certificates the target presented.",
             seconds,
             |s, emit| match s.last.as_ref().and_then(|l| l.observations.tls_cert_expiry) {
                 Some(at) => emit(&[], unix_seconds(at)),

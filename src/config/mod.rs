@@ -637,12 +637,7 @@ fn check_timing(ctx: &mut BuildContext, path: &str, timing: &Timing) {
 }
 
 /// Splits a probe's keys into the common ones and its kind's; `None` after recording errors.
-fn split_keys(
-    ctx: &mut BuildContext,
-    path: &str,
-    item: &Value,
-    common_keys: &[&str],
-) -> Option<(Kind, Value, Value)> {
+fn split_keys(ctx: &mut BuildContext, path: &str, item: &Value, common_keys: &[&str]) -> Option<(Kind, Value, Value)> {
     let dict: BTreeMap<String, Value> = ctx.deserialize(item, path)?;
     let Some(kind_value) = dict.get("kind") else {
         ctx.error(path, format!("missing key `kind` (one of: {})", Kind::NAMES.join(", ")));

@@ -1,0 +1,329 @@
+//! The `vigil` binary as a user runs it: `check`, `once`, and `run` with signals.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::get;
+
+const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
+
+fn write_config(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
+    let path = dir.join("vigil.yml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn target() -> String {
+    let app = Router::new().route("/ok", get(|| async { "fine" }));
+    format!("http://{}", common::serve_in_thread(app))
+}
+
+#[test]
+fn check_reports_every_error_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write_config(
+        dir.path(),
+        "probes:\n  - {name: a, kind: tcp, address: '127.0.0.1:1'}\n",
+    );
+    let out = Command::new(VIGIL)
+        .args(["check", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK (1 probes, 0 modules)"));
+
+    let bad = write_config(
+        dir.path(),
+        "probes:\n  - {name: a, kind: tcp}\n  - {name: a, kind: http, url: 'x://y'}\nextra: 1\n",
+    );
+    let out = Command::new(VIGIL)
+        .args(["check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "4 errors",
+        "line 2: probes[0]: missing key `address`",
+        "line 3: probes[1].name: probe name `a` is used twice",
+        "line 3: probes[1].url: unsupported scheme `x`",
+        "line 4: extra: unknown key `extra`",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    let missing = Command::new(VIGIL)
+        .args(["check", "--config", "/nonexistent/vigil.yml"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stdout).contains("cannot read the file"));
+}
+
+#[test]
+fn once_prints_a_table_and_exits_by_the_results() {
+    let base = target();
+    let closed = common::closed_port();
+    let dir = tempfile::tempdir().unwrap();
+    let all_up = write_config(
+        dir.path(),
+        &format!("probes:\n  - {{name: web, kind: http, url: '{base}/ok'}}\n"),
+    );
+    let out = Command::new(VIGIL)
+        .args(["once", "--config"])
+        .arg(&all_up)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+
+    let mixed = write_config(
+        dir.path(),
+        &format!(
+            "probes:\n  - {{name: web, kind: http, url: '{base}/ok'}}\n  - {{name: db, kind: tcp, address: '127.0.0.1:{closed}'}}\n"
+        ),
+    );
+    let out = Command::new(VIGIL)
+        .args(["once", "--config"])
+        .arg(&mixed)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let table = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("PROBE") && lines[0].contains("LEVEL") && lines[0].contains("REASON"),
+        "{table}"
+    );
+    assert!(lines[1].starts_with("web ") && lines[1].contains("UP"), "{table}");
+    assert!(
+        lines[2].starts_with("db ") && lines[2].contains("DOWN") && lines[2].contains("connect: connect to 127.0.0.1"),
+        "{table}"
+    );
+    assert!(table.contains("1 up, 0 degraded, 1 down"), "{table}");
+}
+
+#[test]
+fn unresolvable_name_is_down_with_reason_dns() {
+    // In a network namespace of its own (loopback only, and down) the lookup fails on this
+    // machine, and no query leaves it.
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "probes:\n  - {name: nowhere, kind: http, url: 'http://no-such-host.invalid/'}\n",
+    );
+    let out = Command::new("unshare")
+        .args(["--net", VIGIL, "once", "--config"])
+        .arg(&config)
+        .output()
+        .expect("`unshare` (util-linux) is needed for this test");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.code() == Some(1),
+        "unshare --net failed (this test needs root and util-linux):\n{}{table}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("nowhere") && l.contains("DOWN") && l.contains("dns: cannot resolve")),
+        "{table}"
+    );
+}
+
+/// A running `vigil run`, stopped (SIGKILL) when dropped.
+struct Running {
+    child: Child,
+    logs: Arc<Mutex<Vec<String>>>,
+    port: u16,
+}
+
+impl Running {
+    fn start(config: &std::path::Path, extra: &[&str]) -> Running {
+        let mut child = Command::new(VIGIL)
+            .args([
+                "run",
+                "--web.listen-address",
+                "127.0.0.1:0",
+                "--log.format",
+                "json",
+                "--config",
+            ])
+            .arg(config)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) {
+                    if event["message"] == "listening" {
+                        let _ = tx.send(event["address"].as_str().unwrap_or_default().to_string());
+                    }
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let address = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("vigil did not start listening");
+        let port = address.rsplit(':').next().unwrap().parse().unwrap();
+        Running { child, logs, port }
+    }
+
+    fn get(&self, path: &str) -> String {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        text
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn wait_for(&self, what: &str, condition: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let metrics = self.get("/metrics");
+            if condition(&metrics) {
+                return metrics;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}:\n{metrics}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    /// Waits until the logs hold `text` (they arrive through a pipe, a little after the fact).
+    fn wait_for_log(&self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let logs = self.logs();
+            if logs.contains(text) {
+                return logs;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {text:?} in the logs:\n{logs}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn run_reloads_on_sighup_and_stops_gracefully_on_sigterm() {
+    let base = target();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!("probes:\n  - {{name: first, kind: http, url: '{base}/ok'}}\n"),
+    );
+    let mut vigil = Running::start(&config, &[]);
+    let v = &vigil;
+    v.wait_for("the first probe", |m| {
+        m.contains(r#"vigil_probe_success{probe="first",kind="http"} 1"#)
+    });
+
+    write_config(
+        dir.path(),
+        &format!("probes:\n  - {{name: second, kind: http, url: '{base}/ok'}}\n"),
+    );
+    v.signal("HUP");
+    let metrics = v.wait_for("the reloaded probe", |m| {
+        m.contains(r#"vigil_probe_success{probe="second",kind="http"} 1"#)
+    });
+    assert!(!metrics.contains("probe=\"first\""));
+
+    write_config(dir.path(), "probes: [oops\n");
+    v.signal("HUP");
+    v.wait_for("the failed reload", |m| {
+        m.contains("vigil_config_last_reload_successful 0")
+    });
+    assert!(
+        v.get("/metrics")
+            .contains(r#"vigil_probe_success{probe="second",kind="http"} 1"#)
+    );
+    v.wait_for_log("config reload failed; keeping the running config");
+
+    v.signal("TERM");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = vigil.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "vigil did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    vigil.wait_for_log("\"stopped\"");
+}
+
+#[test]
+fn secrets_never_reach_logs_metrics_or_pages() {
+    let base = target();
+    let host = base.trim_start_matches("http://").to_string();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), "tok-SECRET-1\n").unwrap();
+    std::fs::write(dir.path().join("pw"), "pw-SECRET-2").unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "probes:\n\
+             - {{name: bearer, kind: http, url: '{base}/ok', bearer_token: {{file: token}}, headers: {{X-Api-Key: hdr-SECRET-3}}}}\n\
+             - {{name: basic, kind: http, url: '{base}/missing', basic_auth: {{username: u, password: {{file: pw}}}}}}\n\
+             - {{name: in-url, kind: http, url: 'http://user:url-SECRET-4@{host}/ok?api_key=q-SECRET-5'}}\n"
+        ),
+    );
+    let vigil = Running::start(&config, &["--log.level", "trace"]);
+    let metrics = vigil.wait_for("all probes", |m| m.matches("vigil_probe_runs_total{").count() == 3);
+    let page = vigil.get("/");
+    vigil.wait_for_log("level changed");
+    let logs = vigil.logs();
+    for secret in [
+        "tok-SECRET-1",
+        "pw-SECRET-2",
+        "hdr-SECRET-3",
+        "url-SECRET-4",
+        "q-SECRET-5",
+    ] {
+        assert!(!metrics.contains(secret), "{secret} reached /metrics");
+        assert!(!page.contains(secret), "{secret} reached /");
+        assert!(!logs.contains(secret), "{secret} reached the logs");
+    }
+}
