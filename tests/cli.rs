@@ -327,3 +327,31 @@ fn secrets_never_reach_logs_metrics_or_pages() {
         assert!(!logs.contains(secret), "{secret} reached the logs");
     }
 }
+
+#[test]
+fn environment_overrides_config_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "defaults:\n  interval: 30s\nprobes:\n  - {name: a, kind: tcp, address: '127.0.0.1:1'}\n",
+    );
+    let out = Command::new(VIGIL)
+        .args(["check", "--config"])
+        .arg(&config)
+        .env("VIGIL_DEFAULTS__INTERVAL", "5s")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("defaults.timeout: timeout (10s) must be shorter than interval (5s)"),
+        "{text}"
+    );
+    let out = Command::new(VIGIL)
+        .args(["check", "--config"])
+        .arg(&config)
+        .env("VIGIL_CONCURRENCY", "0")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("concurrency: must be at least 1"));
+}

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs from Debian's packages. Idempotent: a warm machine that
+# has everything installs nothing and touches no network.
+set -euo pipefail
+
+# tool -> Debian package that ships it
+declare -A needed=(
+  [promtool]=prometheus            # promtool check metrics / check rules / test rules
+  [prometheus]=prometheus          # a real Prometheus for end-to-end tests
+  [amtool]=prometheus-alertmanager # amtool check-config / config routes test
+  [prometheus-alertmanager]=prometheus-alertmanager
+  [docker-compose]=docker-compose  # docker-compose config (validation only)
+  [unshare]=util-linux             # a private network namespace for the DNS-failure test
+)
+
+missing=()
+for tool in "${!needed[@]}"; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("${needed[$tool]}")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+echo "installing test dependencies: ${missing[*]}" >&2
+if [ "$(id -u)" -ne 0 ]; then
+  echo "not root: install these Debian packages first: ${missing[*]}" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
