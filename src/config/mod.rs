@@ -493,7 +493,7 @@ impl Config {
             },
             Source::Embedded => (EMBEDDED_DEFAULT.to_string(), PathBuf::from(".")),
         };
-        Self::from_yaml(source.clone(), &text, base_dir, Env::prefixed("VIGIL_").split("__")).map_err(fail)
+        Self::from_yaml(source.clone(), &text, base_dir, env_overrides()).map_err(fail)
     }
 
     /// Validates a config given as text (`base_dir` resolves relative file paths).
@@ -502,7 +502,7 @@ impl Config {
             Source::Embedded,
             text,
             base_dir.to_path_buf(),
-            Env::prefixed("VIGIL_").split("__"),
+            env_overrides(),
         )
         .map_err(|errors| ConfigErrors {
             source: "config".into(),
@@ -594,6 +594,15 @@ impl Config {
             Err(ctx.errors)
         }
     }
+}
+
+/// `VIGIL_*` variables whose first key is a config key (`VIGIL_DEFAULTS__INTERVAL` sets
+/// `defaults.interval`); others, such as a `VIGIL_VERSION` set by a deployment, are not config.
+fn env_overrides() -> Env {
+    Env::prefixed("VIGIL_").split("__").filter(|key| {
+        let first = key.as_str().split('.').next().unwrap_or_default();
+        TOP_KEYS.iter().any(|top| top.eq_ignore_ascii_case(first))
+    })
 }
 
 fn resolve(defaults: &Defaults, common: &Common) -> Timing {
