@@ -17,6 +17,10 @@ missing=()
 for tool in "${!needed[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("${needed[$tool]}")
 done
+# Database servers for the sql probe tests (their binaries are not on PATH).
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+[ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
+command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

@@ -4,10 +4,12 @@
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use prometheus_client::registry::Registry;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::config::{Config, ConfigErrors};
 use crate::metrics::{self, ReloadMetrics};
+use crate::probe::heartbeat::Beats;
+use crate::probe::{CheckContext, Kind};
 use crate::scheduler::{Applied, Scheduler, Shard};
 use crate::state::State;
 
@@ -17,6 +19,8 @@ pub struct App {
     pub state: Arc<State>,
     /// Metrics registry (probe collector included).
     pub registry: Registry,
+    /// State the probes read (pushed heartbeats).
+    pub context: CheckContext,
     reload_metrics: ReloadMetrics,
     config: RwLock<Arc<Config>>,
     scheduler: Scheduler,
@@ -24,23 +28,27 @@ pub struct App {
 }
 
 impl App {
-    /// Starts the probes of `config`. Must run inside a Tokio runtime.
-    pub fn start(config: Config, shard: Option<Shard>) -> Arc<App> {
+    /// Starts the probes of `config`. Must run inside a Tokio runtime. Fails only when the
+    /// state kept in `state_dir` cannot be read.
+    pub fn start(config: Config, shard: Option<Shard>) -> crate::Result<Arc<App>> {
+        let context = context_for(&config)?;
         let state = Arc::new(State::default());
         let reload_metrics = ReloadMetrics::default();
         reload_metrics.record(true);
         let registry = metrics::registry(state.clone(), &reload_metrics);
-        let scheduler = Scheduler::new(state.clone(), shard);
+        let scheduler = Scheduler::new(state.clone(), context.clone(), shard);
         let applied = scheduler.apply(&config);
+        forget_removed_heartbeats(&context, &config);
         info!(source = %config.source, probes = applied.started, modules = config.modules.len(), "config loaded");
-        Arc::new(App {
+        Ok(Arc::new(App {
             state,
             registry,
+            context,
             reload_metrics,
             config: RwLock::new(Arc::new(config)),
             scheduler,
             reloading: Mutex::new(()),
-        })
+        }))
     }
 
     /// The config in force.
@@ -55,7 +63,11 @@ impl App {
         let source = self.config().source.clone();
         match Config::load(&source) {
             Ok(config) => {
+                if config.state_dir != self.config().state_dir {
+                    warn!("state_dir changed: the new folder is used from the next restart");
+                }
                 let applied = self.scheduler.apply(&config);
+                forget_removed_heartbeats(&self.context, &config);
                 *self.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(config);
                 self.reload_metrics.record(true);
                 info!(
@@ -78,5 +90,32 @@ impl App {
     /// Stops every probe.
     pub fn stop(&self) {
         self.scheduler.stop();
+    }
+}
+
+/// The context probes run with: heartbeats kept in `state_dir`, or in memory.
+pub fn context_for(config: &Config) -> crate::Result<CheckContext> {
+    let file = config.state_dir.as_ref().map(|dir| dir.join("heartbeats.json"));
+    if let Some(dir) = &config.state_dir {
+        std::fs::create_dir_all(dir).map_err(|source| crate::Error::Io {
+            context: format!("creating state_dir {}", dir.display()),
+            source,
+        })?;
+    }
+    let heartbeats = Beats::open(file).map_err(crate::Error::State)?;
+    Ok(CheckContext {
+        heartbeats: Arc::new(heartbeats),
+    })
+}
+
+fn forget_removed_heartbeats(context: &CheckContext, config: &Config) {
+    let names: Vec<&str> = config
+        .probes
+        .iter()
+        .filter(|p| p.kind() == Kind::Heartbeat)
+        .map(|p| p.name.as_str())
+        .collect();
+    if let Err(e) = context.heartbeats.retain(&names) {
+        warn!(error = %e, "could not rewrite the heartbeat state file");
     }
 }

@@ -20,6 +20,9 @@ pub enum Error {
     /// The config is invalid.
     #[error("{0}")]
     Config(#[from] config::ConfigErrors),
+    /// State kept across restarts cannot be read.
+    #[error("state: {0}")]
+    State(String),
     /// The listener's web config is invalid.
     #[error("web config: {0}")]
     WebConfig(String),

@@ -139,7 +139,7 @@ fn check(path: PathBuf) -> anyhow::Result<ExitCode> {
 
 async fn once(source: Source) -> anyhow::Result<ExitCode> {
     let config = Config::load(&source)?;
-    let results = vigil::once::run(&config).await;
+    let results = vigil::once::run(&config).await?;
     print!("{}", vigil::once::table(&results));
     Ok(if vigil::once::all_up(&results) {
         ExitCode::SUCCESS
@@ -165,7 +165,7 @@ async fn run(
         .await
         .with_context(|| format!("listening on {addr}"))?;
     info!(address = %socket.local_addr().unwrap_or(addr), tls = web.tls_server_config.is_some(), "listening");
-    let app = App::start(config, shard);
+    let app = App::start(config, shard)?;
     tokio::spawn(reload_on_sighup(app.clone()));
     let router = vigil::web::router(app.clone());
     listener::serve(socket, router, &web, shutdown_signal(), Duration::from_secs(10))

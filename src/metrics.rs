@@ -406,6 +406,39 @@ impl Collector for ProbeCollector {
                 None => Ok(()),
             },
         )?;
+        gauge_family(
+            &mut encoder,
+            &probes,
+            "vigil_freshness_newest_timestamp",
+            "When the newest record of a freshness source was written.",
+            seconds,
+            |s, emit| match s.last.as_ref().and_then(|l| l.observations.freshness_newest) {
+                Some(at) => emit(&[], unix_seconds(at)),
+                None => Ok(()),
+            },
+        )?;
+        gauge_family(
+            &mut encoder,
+            &probes,
+            "vigil_freshness_threshold",
+            "How old the newest record may be before the probe is DOWN (max_age).",
+            seconds,
+            |s, emit| match s.meta.freshness {
+                Some(t) => emit(&[], t.max_age.as_secs_f64()),
+                None => Ok(()),
+            },
+        )?;
+        gauge_family(
+            &mut encoder,
+            &probes,
+            "vigil_freshness_warn_threshold",
+            "How old the newest record may be before the probe is DEGRADED (warn_age).",
+            seconds,
+            |s, emit| match s.meta.freshness.and_then(|t| t.warn_age) {
+                Some(warn) => emit(&[], warn.as_secs_f64()),
+                None => Ok(()),
+            },
+        )?;
         Ok(())
     }
 }

@@ -8,14 +8,17 @@ use crate::scheduler;
 use crate::state::Outcome;
 
 /// Runs every probe of `config` once (retries included), concurrently; results in config order.
-pub async fn run(config: &Config) -> Vec<(&ProbeDef, Outcome)> {
+pub async fn run(config: &Config) -> crate::Result<Vec<(&ProbeDef, Outcome)>> {
+    let context = crate::app::context_for(config)?;
     let limiter = std::sync::Arc::new(tokio::sync::Semaphore::new(config.concurrency));
     let tasks: Vec<_> = config
         .probes
         .iter()
         .map(|def| {
-            let (def, limiter) = (def.clone(), limiter.clone());
-            tokio::spawn(async move { scheduler::execute(&def.probe, &def.target, &def.timing, Some(&limiter)).await })
+            let (def, limiter, context) = (def.clone(), limiter.clone(), context.clone());
+            tokio::spawn(async move {
+                scheduler::execute(&def.probe, &def.target, &def.timing, Some(&limiter), &context).await
+            })
         })
         .collect();
     let mut results = Vec::with_capacity(tasks.len());
@@ -25,7 +28,7 @@ pub async fn run(config: &Config) -> Vec<(&ProbeDef, Outcome)> {
             results.push((def, outcome));
         }
     }
-    results
+    Ok(results)
 }
 
 /// Whether every run ended UP.

@@ -12,7 +12,7 @@ use tokio::time::MissedTickBehavior;
 use tracing::{Instrument, info, warn};
 
 use crate::config::{Config, ProbeDef, Timing};
-use crate::probe::{Checked, Level, Probe, Reason};
+use crate::probe::{CheckContext, Checked, Level, Probe, Reason};
 use crate::state::{Outcome, ProbeHandle, State, lock};
 
 /// Applies the latency thresholds to an attempt's result.
@@ -31,10 +31,10 @@ pub fn apply_latency(mut checked: Checked, took: Duration, timing: &Timing) -> C
 }
 
 /// One attempt under a timeout, in its own task so that a panic fails this attempt alone.
-async fn attempt(probe: &Probe, target: &str, timeout: Duration) -> (Checked, Duration) {
+async fn attempt(probe: &Probe, target: &str, timeout: Duration, context: &CheckContext) -> (Checked, Duration) {
     let started = Instant::now();
-    let (probe, owned_target) = (probe.clone(), target.to_owned());
-    let mut task = tokio::spawn(async move { probe.check(&owned_target).await });
+    let (probe, owned_target, context) = (probe.clone(), target.to_owned(), context.clone());
+    let mut task = tokio::spawn(async move { probe.check(&owned_target, &context).await });
     let checked = match tokio::time::timeout(timeout, &mut task).await {
         Ok(Ok(checked)) => checked,
         Ok(Err(e)) => Checked::down(
@@ -59,14 +59,20 @@ async fn attempt(probe: &Probe, target: &str, timeout: Duration) -> (Checked, Du
 }
 
 /// Runs `probe` against `target` with `timing`'s timeout, retries and thresholds.
-pub async fn execute(probe: &Probe, target: &str, timing: &Timing, limiter: Option<&Semaphore>) -> Outcome {
+pub async fn execute(
+    probe: &Probe,
+    target: &str,
+    timing: &Timing,
+    limiter: Option<&Semaphore>,
+    context: &CheckContext,
+) -> Outcome {
     let mut retries = 0;
     loop {
         let permit = match limiter {
             Some(l) => l.acquire().await.ok(),
             None => None,
         };
-        let (checked, took) = attempt(probe, target, timing.timeout).await;
+        let (checked, took) = attempt(probe, target, timing.timeout, context).await;
         drop(permit);
         let checked = apply_latency(checked, took, timing);
         if checked.level == Level::Down && retries < timing.retries {
@@ -126,6 +132,7 @@ struct Task {
 /// Runs the self-scheduled probes of the current config.
 pub struct Scheduler {
     state: Arc<State>,
+    context: CheckContext,
     shard: Option<Shard>,
     inner: Mutex<Inner>,
 }
@@ -151,9 +158,10 @@ pub struct Applied {
 
 impl Scheduler {
     /// A scheduler with no probes.
-    pub fn new(state: Arc<State>, shard: Option<Shard>) -> Self {
+    pub fn new(state: Arc<State>, context: CheckContext, shard: Option<Shard>) -> Self {
         Self {
             state,
+            context,
             shard,
             inner: Mutex::new(Inner {
                 tasks: HashMap::new(),
@@ -206,7 +214,13 @@ impl Scheduler {
             }
             let handle = self.state.upsert(def);
             let delay = spread(def.timing.interval).mul_f64(fastrand::f64());
-            let task = tokio::spawn(run_loop(def.clone(), handle, inner.limiter.clone(), delay));
+            let task = tokio::spawn(run_loop(
+                def.clone(),
+                handle,
+                inner.limiter.clone(),
+                self.context.clone(),
+                delay,
+            ));
             inner.tasks.insert(
                 def.name.clone(),
                 Task {
@@ -233,14 +247,14 @@ impl Drop for Scheduler {
     }
 }
 
-async fn run_loop(def: ProbeDef, handle: ProbeHandle, limiter: Arc<Semaphore>, delay: Duration) {
+async fn run_loop(def: ProbeDef, handle: ProbeHandle, limiter: Arc<Semaphore>, context: CheckContext, delay: Duration) {
     tokio::time::sleep(delay).await;
     let mut ticker = tokio::time::interval(def.timing.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let span = tracing::info_span!("probe", probe = %def.name, kind = %def.kind());
     loop {
         ticker.tick().await;
-        let outcome = execute(&def.probe, &def.target, &def.timing, Some(&limiter))
+        let outcome = execute(&def.probe, &def.target, &def.timing, Some(&limiter), &context)
             .instrument(span.clone())
             .await;
         let (level, reason, detail) = (outcome.level, outcome.reason, outcome.detail.clone());

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
 use crate::config::{ProbeDef, Timing};
-use crate::probe::{Kind, Level, Observations, Reason};
+use crate::probe::{Kind, Level, Observations, Reason, Thresholds};
 
 /// The result of one scheduled run (after retries and latency thresholds).
 #[derive(Clone, Debug, PartialEq)]
@@ -76,6 +76,8 @@ pub struct ProbeMeta {
     pub timing: Timing,
     /// Remediation action declared in the config.
     pub remediation: Option<&'static str>,
+    /// Freshness kinds: their age thresholds.
+    pub freshness: Option<Thresholds>,
 }
 
 /// How many recent outcomes each probe keeps.
@@ -184,6 +186,7 @@ impl ProbeMeta {
             target: def.display_target.clone(),
             timing: def.timing,
             remediation: def.remediation.as_ref().map(|r| r.action()),
+            freshness: def.freshness,
         }
     }
 }

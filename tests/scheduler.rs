@@ -40,7 +40,7 @@ async fn a_hanging_target_delays_no_other_probe() {
         ),
         dir.path(),
     );
-    let app = App::start(config, None);
+    let app = App::start(config, None).unwrap();
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let fast = lock(&app.state.get("fast").unwrap()).runs;
     let hanging = lock(&app.state.get("hanging").unwrap()).runs;
@@ -94,7 +94,7 @@ async fn retries_are_made_and_counted() {
     assert_eq!(hits.load(Ordering::SeqCst), 2);
 
     // And the counter reaches /metrics.
-    let app = App::start(config, None);
+    let app = App::start(config, None).unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
     let text = vigil::metrics::encode(&app.registry, false).unwrap();
     assert!(

@@ -76,6 +76,7 @@ fn golden_config(base: &str, closed: u16) -> String {
          - {{name: busy, kind: http, url: '{base}/busy', degraded_status: [503]}}\n\
          - name: gone\n  kind: tcp\n  address: '127.0.0.1:{closed}'\n  remediation: {{docker: {{container: gone-1}}}}\n\
          - name: secret-url\n  kind: http\n  url: 'http://user:hunter2@{}/ok?token=abc&x=1'\n\
+         - {{name: backup, kind: heartbeat, token: golden-token-0123456789, max_age: 26h, warn_age: 25h}}\n\
          modules:\n  http_2xx: {{kind: http}}\n",
         base.trim_start_matches("http://")
     )
@@ -99,7 +100,7 @@ async fn metrics_golden_rendering_passes_promtool() {
     let dir = tempfile::tempdir().unwrap();
     let closed = common::closed_port();
     let config = common::config(&golden_config(&base, closed), dir.path());
-    let app = App::start(config, None);
+    let app = App::start(config, None).unwrap();
     wait_for_runs(&app).await;
     let router = vigil::web::router(app.clone());
 
@@ -167,7 +168,7 @@ async fn probe_endpoint_speaks_blackbox() {
         "modules:\n  http_2xx: {kind: http}\n  degraded: {kind: http, degraded_status: [503]}\n  tcp: {kind: tcp}\n",
         dir.path(),
     );
-    let app = App::start(config, None);
+    let app = App::start(config, None).unwrap();
     let router = vigil::web::router(app.clone());
 
     let (status, content_type, body) =
@@ -245,7 +246,7 @@ async fn reload_keeps_the_running_config_when_the_new_one_is_invalid() {
         format!("probes:\n  - {{name: first, kind: http, url: '{base}/ok', interval: 1s, timeout: 500ms}}\n"),
     )
     .unwrap();
-    let app = App::start(Config::load(&Source::File(file.clone())).unwrap(), None);
+    let app = App::start(Config::load(&Source::File(file.clone())).unwrap(), None).unwrap();
     let router = vigil::web::router(app.clone());
     wait_for_runs(&app).await;
 
@@ -316,7 +317,7 @@ async fn listener_serves_tls_with_basic_auth_on_a_real_socket() {
     )
     .unwrap();
     let web = vigil::web::listener::WebConfig::load(&web_file).unwrap();
-    let app = App::start(common::config("", dir.path()), None);
+    let app = App::start(common::config("", dir.path()), None).unwrap();
     let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = socket.local_addr().unwrap().port();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -18,7 +18,7 @@ use figment::providers::{Env, Format, Yaml};
 use figment::value::Value;
 use serde::Deserialize;
 
-use crate::probe::{Kind, Probe, Role};
+use crate::probe::{Kind, Probe, Role, Thresholds};
 use crate::secret::{Secret, SecretSource};
 use lines::KeyLines;
 
@@ -138,7 +138,7 @@ const PROBE_KEYS: &[&str] = &[
 /// The subset of [`PROBE_KEYS`] that a `/probe` module may set.
 const MODULE_KEYS: &[&str] = &["timeout", "degraded_after", "down_after", "retries", "retry_delay"];
 /// Top-level keys.
-const TOP_KEYS: &[&str] = &["defaults", "labels", "probes", "modules", "concurrency"];
+const TOP_KEYS: &[&str] = &["defaults", "labels", "probes", "modules", "concurrency", "state_dir"];
 
 /// What to do when a probe's alert asks for remediation (carried out by `vigil receiver`).
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq, Hash)]
@@ -221,6 +221,8 @@ pub struct ProbeDef {
     pub display_target: String,
     /// Declared remediation, if any.
     pub remediation: Option<Remediation>,
+    /// Freshness kinds: their age thresholds.
+    pub freshness: Option<Thresholds>,
     /// Changes whenever anything that defines this probe changes, files it reads included.
     pub fingerprint: u64,
 }
@@ -252,6 +254,8 @@ pub struct Config {
     pub modules: BTreeMap<String, ModuleDef>,
     /// At most this many probe attempts run at once.
     pub concurrency: usize,
+    /// Where vigil keeps state across restarts (heartbeats); `None`: in memory only.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// One problem in a config, with where it is.
@@ -498,15 +502,11 @@ impl Config {
 
     /// Validates a config given as text (`base_dir` resolves relative file paths).
     pub fn parse(text: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
-        Self::from_yaml(
-            Source::Embedded,
-            text,
-            base_dir.to_path_buf(),
-            env_overrides(),
-        )
-        .map_err(|errors| ConfigErrors {
-            source: "config".into(),
-            errors,
+        Self::from_yaml(Source::Embedded, text, base_dir.to_path_buf(), env_overrides()).map_err(|errors| {
+            ConfigErrors {
+                source: "config".into(),
+                errors,
+            }
         })
     }
 
@@ -538,6 +538,7 @@ impl Config {
         let mut defaults = Defaults::default();
         let mut global_labels = BTreeMap::new();
         let mut concurrency = 512usize;
+        let mut state_dir = None;
         for (key, value) in &root {
             match key.as_str() {
                 "defaults" => defaults = ctx.deserialize(value, key).unwrap_or_default(),
@@ -550,6 +551,9 @@ impl Config {
                     Some(n) => concurrency = n,
                     None => {}
                 },
+                "state_dir" => {
+                    state_dir = ctx.deserialize::<PathBuf>(value, key).map(|dir| ctx.resolve_path(&dir));
+                }
                 "probes" | "modules" => {}
                 other => ctx.error(
                     other,
@@ -588,6 +592,7 @@ impl Config {
                 probes,
                 modules,
                 concurrency,
+                state_dir,
             })
         } else {
             ctx.errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
@@ -730,11 +735,12 @@ fn build_probe(
     if ctx.errors.len() > errors_before {
         return None;
     }
-    let (probe, target) = built?;
+    let built = built?;
     let mut labels = global_labels.clone();
     labels.extend(common.labels.clone());
     let labels: Arc<[(String, String)]> = labels.into_iter().collect();
-    let target = target.unwrap_or_default();
+    // A kind without a target of its own (heartbeat) is known by its name.
+    let target = built.target.unwrap_or_else(|| name.clone());
 
     let mut hasher = DefaultHasher::new();
     serde_json::to_string(item).unwrap_or_default().hash(&mut hasher);
@@ -746,9 +752,10 @@ fn build_probe(
         name,
         timing,
         labels,
-        probe,
+        probe: built.settings,
         target,
         remediation: common.remediation,
+        freshness: built.freshness,
         fingerprint: hasher.finish(),
     })
 }
@@ -768,8 +775,10 @@ fn build_module(ctx: &mut BuildContext, path: &str, item: &Value, defaults: &Def
     if ctx.errors.len() > errors_before {
         return None;
     }
-    let (probe, _) = built?;
-    Some(ModuleDef { timing, probe })
+    Some(ModuleDef {
+        timing,
+        probe: built?.settings,
+    })
 }
 
 /// Removes what must not be published from a target: URL credentials and the values of query

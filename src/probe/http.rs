@@ -18,7 +18,7 @@ use url::Url;
 
 use super::net::{self, IpProtocol};
 use super::tls::{self, TlsSpec};
-use super::{Checked, Failure, Level, Observations, Phases, Reason, Role};
+use super::{Built, CheckContext, Checked, Failure, Level, Observations, Phases, Reason, Role};
 use crate::config::BuildContext;
 use crate::config::values::{ByteSize, OneOrMany, Pattern, StatusRange};
 use crate::secret::SecretSource;
@@ -184,12 +184,46 @@ struct CompiledJson {
     condition: JsonCondition,
 }
 
+/// How a request reaches its server: TLS, IP preference, redirects and the body limit. Shared
+/// with the kinds that query their source over HTTP.
+#[derive(Debug)]
+pub struct Transport {
+    /// TLS client settings for `https` URLs.
+    pub tls: Arc<ClientConfig>,
+    /// Name to verify instead of the URL's host.
+    pub server_name: Option<String>,
+    /// IP version tried first.
+    pub ip_protocol: IpProtocol,
+    /// Whether the other IP version is tried too.
+    pub ip_protocol_fallback: bool,
+    /// Bodies longer than this fail with reason `body`.
+    pub body_size_limit: u64,
+    /// Follow redirects.
+    pub follow_redirects: bool,
+    /// At most this many redirects.
+    pub max_redirects: u32,
+}
+
+/// One request to send.
+#[derive(Debug)]
+pub struct Outgoing<'a> {
+    /// Method.
+    pub method: Method,
+    /// Where.
+    pub url: Url,
+    /// Extra headers (Host, User-Agent and Connection are set already).
+    pub headers: &'a [(HeaderName, HeaderValue)],
+    /// Body (may be empty).
+    pub body: Bytes,
+}
+
 /// An `http` probe's compiled settings.
 #[derive(Debug)]
 pub struct Settings {
     method: Method,
     headers: Vec<(HeaderName, HeaderValue)>,
     body: Bytes,
+    transport: Transport,
     valid_status: Vec<StatusRange>,
     degraded_status: Vec<StatusRange>,
     body_must_match: Vec<Pattern>,
@@ -197,13 +231,6 @@ pub struct Settings {
     header_must_match: Vec<(HeaderName, HeaderPattern)>,
     header_must_not_match: Vec<(HeaderName, HeaderPattern)>,
     json: Vec<CompiledJson>,
-    follow_redirects: bool,
-    max_redirects: u32,
-    tls: Arc<ClientConfig>,
-    server_name: Option<String>,
-    ip_protocol: IpProtocol,
-    ip_protocol_fallback: bool,
-    body_size_limit: u64,
 }
 
 /// Parses a target the way blackbox_exporter does: a URL, or `host:port` meaning `http://`.
@@ -218,7 +245,7 @@ fn parse_target(target: &str) -> Result<Url, String> {
     }
 }
 
-pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) -> Option<(Settings, Option<String>)> {
+pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) -> Option<Built<Settings>> {
     let key = |k: &str| format!("{path}.{k}");
     match (role, &spec.url) {
         (Role::Scheduled, None) => ctx.error(path, "missing key `url`"),
@@ -259,14 +286,8 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) 
         }
     }
     if let Some(auth) = &spec.basic_auth {
-        if let Some(password) = ctx.secret(&key("basic_auth.password"), &auth.password) {
-            use base64::Engine;
-            let token =
-                base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", auth.username, password.expose()));
-            if let Ok(mut value) = HeaderValue::from_str(&format!("Basic {token}")) {
-                value.set_sensitive(true);
-                headers.push((header::AUTHORIZATION, value));
-            }
+        if let Some(value) = basic_auth_header(auth, ctx, &key("basic_auth.password")) {
+            headers.push((header::AUTHORIZATION, value));
         }
     }
     if let Some(source) = &spec.bearer_token {
@@ -357,39 +378,77 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) 
         header_must_match,
         header_must_not_match,
         json,
-        follow_redirects: spec.follow_redirects,
-        max_redirects: spec.max_redirects,
-        tls,
-        server_name: spec.tls_config.server_name,
-        ip_protocol: spec.ip_protocol,
-        ip_protocol_fallback: spec.ip_protocol_fallback,
-        body_size_limit: spec.body_size_limit.0,
+        transport: Transport {
+            tls,
+            server_name: spec.tls_config.server_name,
+            ip_protocol: spec.ip_protocol,
+            ip_protocol_fallback: spec.ip_protocol_fallback,
+            body_size_limit: spec.body_size_limit.0,
+            follow_redirects: spec.follow_redirects,
+            max_redirects: spec.max_redirects,
+        },
     };
-    Some((settings, spec.url))
+    Some(Built {
+        settings,
+        target: spec.url,
+        freshness: None,
+    })
+}
+
+/// The `Authorization` header for basic auth (marked sensitive), the password read at `path`.
+pub(crate) fn basic_auth_header(auth: &BasicAuth, ctx: &mut BuildContext, path: &str) -> Option<HeaderValue> {
+    use base64::Engine;
+    let password = ctx.secret(path, &auth.password)?;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", auth.username, password.expose()));
+    let mut value = HeaderValue::from_str(&format!("Basic {token}")).ok()?;
+    value.set_sensitive(true);
+    Some(value)
 }
 
 /// One response, read whole (within the size limit).
-struct Response {
-    status: u16,
-    version: f64,
-    headers: http::HeaderMap,
-    body: Vec<u8>,
+#[derive(Debug)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// HTTP version (1.0, 1.1).
+    pub version: f64,
+    /// Headers.
+    pub headers: http::HeaderMap,
+    /// Body.
+    pub body: Vec<u8>,
 }
 
 const USER_AGENT: &str = concat!("vigil/", env!("CARGO_PKG_VERSION"));
 
 /// One attempt: request, follow redirects, then check the final response.
-pub async fn check(settings: &Settings, target: &str) -> Checked {
+pub async fn check(settings: &Settings, target: &str, _context: &CheckContext) -> Checked {
     let mut obs = Observations::default();
-    match exchange(settings, target, &mut obs).await {
+    let url = match parse_target(target) {
+        Ok(url) => url,
+        Err(e) => return Checked::down(Reason::Connect, e, obs),
+    };
+    let outgoing = Outgoing {
+        method: settings.method.clone(),
+        url,
+        headers: &settings.headers,
+        body: settings.body.clone(),
+    };
+    match fetch(&settings.transport, outgoing, &mut obs).await {
         Ok(response) => assess(settings, &response, obs),
         Err(failure) => Checked::down(failure.reason, failure.detail, obs),
     }
 }
 
-async fn exchange(settings: &Settings, target: &str, obs: &mut Observations) -> Result<Response, Failure> {
-    let mut url = parse_target(target).map_err(|e| Failure::new(Reason::Connect, e))?;
-    let mut method = settings.method.clone();
+/// Sends `outgoing` on a fresh connection, following redirects as `transport` says, and reads
+/// the final response; phases, TLS and status go into `obs` as they are learnt.
+pub async fn fetch(transport: &Transport, outgoing: Outgoing<'_>, obs: &mut Observations) -> Result<Response, Failure> {
+    let Outgoing {
+        method,
+        mut url,
+        headers: extra_headers,
+        body: request_body,
+    } = outgoing;
+    let mut method = method;
     let mut send_body = true;
     let mut phases = Phases::default();
     let mut redirects = 0u32;
@@ -401,7 +460,7 @@ async fn exchange(settings: &Settings, target: &str, obs: &mut Observations) -> 
             .ok_or_else(|| Failure::new(Reason::Connect, "URL has no host"))?
             .to_owned();
         let port = url.port_or_known_default().unwrap_or(80);
-        let connected = net::connect(&host, port, settings.ip_protocol, settings.ip_protocol_fallback).await;
+        let connected = net::connect(&host, port, transport.ip_protocol, transport.ip_protocol_fallback).await;
         let connected = match connected {
             Ok(c) => c,
             Err(e) => {
@@ -432,12 +491,12 @@ async fn exchange(settings: &Settings, target: &str, obs: &mut Observations) -> 
         );
         headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-        for (name, value) in &settings.headers {
+        for (name, value) in extra_headers {
             if same_host || (name != header::AUTHORIZATION && name != header::COOKIE) {
                 headers.insert(name.clone(), value.clone());
             }
         }
-        let body = if send_body { settings.body.clone() } else { Bytes::new() };
+        let body = if send_body { request_body.clone() } else { Bytes::new() };
         if !body.is_empty() {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         }
@@ -447,8 +506,8 @@ async fn exchange(settings: &Settings, target: &str, obs: &mut Observations) -> 
 
         let response = if url.scheme() == "https" {
             let started = Instant::now();
-            let name = settings.server_name.as_deref().unwrap_or(&host);
-            let shake = tls::handshake(&settings.tls, name, connected.stream).await;
+            let name = transport.server_name.as_deref().unwrap_or(&host);
+            let shake = tls::handshake(&transport.tls, name, connected.stream).await;
             phases.tls += started.elapsed();
             let shake = match shake {
                 Ok(s) => s,
@@ -463,10 +522,10 @@ async fn exchange(settings: &Settings, target: &str, obs: &mut Observations) -> 
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            round_trip(shake.stream, request, settings.body_size_limit, &mut phases).await
+            round_trip(shake.stream, request, transport.body_size_limit, &mut phases).await
         } else {
             obs.tls = Some(false);
-            round_trip(connected.stream, request, settings.body_size_limit, &mut phases).await
+            round_trip(connected.stream, request, transport.body_size_limit, &mut phases).await
         };
         obs.phases = Some(phases);
         let response = response?;
@@ -475,7 +534,7 @@ async fn exchange(settings: &Settings, target: &str, obs: &mut Observations) -> 
         obs.http_content_length = Some(response.body.len() as u64);
 
         let is_redirect = matches!(response.status, 301 | 302 | 303 | 307 | 308);
-        if !(is_redirect && settings.follow_redirects) {
+        if !(is_redirect && transport.follow_redirects) {
             obs.http_redirects = Some(redirects);
             return Ok(response);
         }
@@ -493,7 +552,7 @@ async fn exchange(settings: &Settings, target: &str, obs: &mut Observations) -> 
             .join(location)
             .map_err(|e| Failure::new(Reason::Redirect, format!("bad Location `{location}`: {e}")))?;
         visited.push(url);
-        if redirects >= settings.max_redirects {
+        if redirects >= transport.max_redirects {
             obs.http_redirects = Some(redirects);
             let looped = visited.contains(&next);
             return Err(Failure::new(
@@ -505,7 +564,7 @@ async fn exchange(settings: &Settings, target: &str, obs: &mut Observations) -> 
                         crate::config::redact_target(next.as_str())
                     )
                 } else {
-                    format!("more than {} redirects", settings.max_redirects)
+                    format!("more than {} redirects", transport.max_redirects)
                 },
             ));
         }

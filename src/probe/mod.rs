@@ -5,15 +5,21 @@
 //! never sleeps: the scheduler owns timing, timeouts, retries, latency levels and metrics.
 //! Adding a kind is one file plus one line in [`probe_kinds!`]; the compiler finds the rest.
 
+pub mod elasticsearch;
+pub mod freshness;
+pub mod heartbeat;
 pub mod http;
 pub mod net;
+pub mod sql;
 pub mod tcp;
 pub mod tls;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::config::BuildContext;
+pub use freshness::Thresholds;
 
 /// The level a probe run ends in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -73,6 +79,18 @@ pub enum Reason {
     Latency,
     /// A TCP exchange did not receive what it expected.
     Expect,
+    /// The source was refused the credentials it was given (401/403, a wrong password).
+    Auth,
+    /// The index, data stream or table does not exist.
+    Missing,
+    /// The source rejected or failed the query (syntax, a field that is not a date, ...).
+    Query,
+    /// The source holds no data at all (an empty index or table, no heartbeat yet).
+    Empty,
+    /// The newest data is older than `max_age` (DOWN) or `warn_age` (DEGRADED).
+    Stale,
+    /// A job reported its own failure with its heartbeat.
+    Reported,
     /// The probe panicked: a bug in vigil, reported rather than hidden.
     Internal,
 }
@@ -93,6 +111,12 @@ impl Reason {
             Reason::Redirect => "redirect",
             Reason::Latency => "latency",
             Reason::Expect => "expect",
+            Reason::Auth => "auth",
+            Reason::Missing => "missing",
+            Reason::Query => "query",
+            Reason::Empty => "empty",
+            Reason::Stale => "stale",
+            Reason::Reported => "reported",
             Reason::Internal => "internal",
         }
     }
@@ -151,6 +175,8 @@ pub struct Observations {
     pub tls_cert_expiry: Option<SystemTime>,
     /// IP version of the address connected to (4 or 6).
     pub ip_protocol: Option<u8>,
+    /// Freshness kinds: when the newest record was written (`None`: no record at all).
+    pub freshness_newest: Option<SystemTime>,
 }
 
 /// The result of one attempt, before the scheduler applies latency thresholds.
@@ -212,6 +238,24 @@ impl Failure {
     }
 }
 
+/// What a kind builds from its config.
+#[derive(Debug)]
+pub struct Built<S> {
+    /// Compiled settings.
+    pub settings: S,
+    /// The target as written, where the kind has one (URL, address, DSN).
+    pub target: Option<String>,
+    /// Freshness kinds: their age thresholds.
+    pub freshness: Option<Thresholds>,
+}
+
+/// What a check may read besides its settings: state that outlives a config reload.
+#[derive(Clone, Debug, Default)]
+pub struct CheckContext {
+    /// Heartbeats pushed to `/push/<name>`.
+    pub heartbeats: Arc<heartbeat::Beats>,
+}
+
 /// Declares the probe kinds: the `Kind` name enum, the `Spec` config enum, the compiled `Probe`
 /// enum and the dispatch between them. One line per kind.
 macro_rules! probe_kinds {
@@ -242,7 +286,7 @@ macro_rules! probe_kinds {
         #[derive(Clone, Debug)]
         pub enum Probe { $(
             #[doc = concat!("A `", $name, "` probe.")]
-            $variant(std::sync::Arc<$module::Settings>),
+            $variant(Arc<$module::Settings>),
         )+ }
 
         impl Probe {
@@ -252,23 +296,26 @@ macro_rules! probe_kinds {
             }
 
             /// One attempt against `target`; never sleeps, never panics on bad input.
-            pub async fn check(&self, target: &str) -> Checked {
-                match self { $(Probe::$variant(settings) => $module::check(settings, target).await,)+ }
+            pub async fn check(&self, target: &str, context: &CheckContext) -> Checked {
+                match self { $(Probe::$variant(settings) => $module::check(settings, target, context).await,)+ }
             }
 
             /// Builds the probe of kind `kind` from the config value at `path` (without `kind`).
-            /// Returns the probe and its target as written (`None` where the kind has none).
             pub(crate) fn build(
                 kind: Kind,
                 value: &figment::value::Value,
                 ctx: &mut BuildContext,
                 path: &str,
                 role: Role,
-            ) -> Option<(Probe, Option<String>)> {
+            ) -> Option<Built<Probe>> {
                 match kind { $(Kind::$variant => {
                     let spec: $module::Spec = ctx.deserialize(value, path)?;
-                    let (settings, target) = $module::build(spec, ctx, path, role)?;
-                    Some((Probe::$variant(std::sync::Arc::new(settings)), target))
+                    let built = $module::build(spec, ctx, path, role)?;
+                    Some(Built {
+                        settings: Probe::$variant(Arc::new(built.settings)),
+                        target: built.target,
+                        freshness: built.freshness,
+                    })
                 })+ }
             }
         }
@@ -278,6 +325,9 @@ macro_rules! probe_kinds {
 probe_kinds! {
     Http => "http", http;
     Tcp => "tcp", tcp;
+    Elasticsearch => "elasticsearch", elasticsearch;
+    Sql => "sql", sql;
+    Heartbeat => "heartbeat", heartbeat;
 }
 
 impl fmt::Display for Kind {

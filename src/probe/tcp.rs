@@ -8,7 +8,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::net::{self, IpProtocol};
 use super::tls::{self, TlsSpec};
-use super::{Checked, Failure, Observations, Phases, Reason, Role};
+use super::{Built, CheckContext, Checked, Failure, Observations, Phases, Reason, Role};
 use crate::config::BuildContext;
 use crate::config::values::Pattern;
 
@@ -67,7 +67,7 @@ fn split_address(address: &str) -> Result<(&str, u16), String> {
     Ok((host, port))
 }
 
-pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) -> Option<(Settings, Option<String>)> {
+pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) -> Option<Built<Settings>> {
     match (role, &spec.address) {
         (Role::Scheduled, None) => ctx.error(path, "missing key `address`"),
         (Role::Scheduled, Some(address)) => {
@@ -102,11 +102,15 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) 
         ip_protocol: spec.ip_protocol,
         ip_protocol_fallback: spec.ip_protocol_fallback,
     };
-    Some((settings, spec.address))
+    Some(Built {
+        settings,
+        target: spec.address,
+        freshness: None,
+    })
 }
 
 /// One attempt.
-pub async fn check(settings: &Settings, target: &str) -> Checked {
+pub async fn check(settings: &Settings, target: &str, _context: &CheckContext) -> Checked {
     let mut obs = Observations::default();
     match attempt(settings, target, &mut obs).await {
         Ok(()) => Checked::up(obs),

@@ -14,6 +14,8 @@ use serde::Deserialize;
 
 use crate::app::App;
 use crate::metrics;
+use crate::probe::Probe;
+use crate::probe::heartbeat::Beat;
 
 /// The exporter's routes.
 pub fn router(app: Arc<App>) -> Router {
@@ -24,6 +26,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/-/healthy", get(|| async { "Healthy\n" }))
         .route("/-/ready", get(|| async { "Ready\n" }))
         .route("/-/reload", post(reload_handler).put(reload_handler))
+        .route("/push/{name}", post(push_handler).put(push_handler))
         .with_state(app)
 }
 
@@ -80,13 +83,80 @@ async fn probe_handler(State(app): State<Arc<App>>, Query(query): Query<ProbeQue
         let budget = std::time::Duration::from_secs_f64((scrape - 0.5).max(0.1));
         timing.timeout = timing.timeout.min(budget);
     }
-    let outcome = crate::scheduler::execute(&module.probe, &target, &timing, None).await;
+    let outcome = crate::scheduler::execute(&module.probe, &target, &timing, None, &app.context).await;
     let body = blackbox::render(&outcome);
     if query.debug {
         let debug = blackbox::debug(&module_name, &crate::config::redact_target(&target), &outcome, &body);
         return ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], debug).into_response();
     }
     ([(header::CONTENT_TYPE, metrics::PROMETHEUS_TEXT)], body).into_response()
+}
+
+/// Body of a heartbeat push (optional): `{"status": "ok" | "fail", "message": "..."}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Push {
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+async fn push_handler(
+    State(app): State<Arc<App>>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let config = app.config();
+    let Some(Probe::Heartbeat(settings)) = config.probes.iter().find(|p| p.name == name).map(|p| &p.probe) else {
+        return (StatusCode::NOT_FOUND, "no heartbeat probe of that name\n").into_response();
+    };
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if !token.is_some_and(|t| settings.accepts(t.trim())) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "wrong or missing bearer token\n",
+        )
+            .into_response();
+    }
+    let push: Push = if body.iter().all(u8::is_ascii_whitespace) {
+        Push::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(push) => push,
+            Err(e) => return (StatusCode::BAD_REQUEST, format!("body: {e}\n")).into_response(),
+        }
+    };
+    let ok = match push.status.as_deref() {
+        None | Some("ok") => true,
+        Some("fail") => false,
+        Some(other) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("status must be ok or fail, not {other:?}\n"),
+            )
+                .into_response();
+        }
+    };
+    let beat = Beat {
+        at: std::time::SystemTime::now(),
+        ok,
+        message: push.message,
+    };
+    let heartbeats = app.context.heartbeats.clone();
+    let name_for_write = name.clone();
+    match tokio::task::spawn_blocking(move || heartbeats.record(&name_for_write, beat)).await {
+        Ok(Ok(())) => {
+            tracing::debug!(probe = %name, ok, "heartbeat received");
+            (StatusCode::OK, "ok\n").into_response()
+        }
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "could not store the heartbeat\n").into_response(),
+    }
 }
 
 async fn reload_handler(State(app): State<Arc<App>>) -> Response {

@@ -2,6 +2,8 @@
 //! in the test, configs from inline text.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod db;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -95,7 +97,8 @@ pub async fn run(config: &Config, name: &str) -> Outcome {
         .iter()
         .find(|p| p.name == name)
         .unwrap_or_else(|| panic!("no probe {name}"));
-    vigil::scheduler::execute(&def.probe, &def.target, &def.timing, None).await
+    let context = vigil::app::context_for(config).unwrap();
+    vigil::scheduler::execute(&def.probe, &def.target, &def.timing, None, &context).await
 }
 
 /// A port on 127.0.0.1 that nothing listens on.

@@ -1,0 +1,327 @@
+//! The `elasticsearch` kind (OpenSearch too): how old is the newest document of an index.
+//!
+//! It asks for a `max` aggregation on the timestamp field with `size: 0`, not for the first hit
+//! of a descending sort: the aggregation reads doc values only (no scoring, no `_source`),
+//! spans every index of a pattern in one request, answers `null` for no documents instead of
+//! failing on indices where the field is unmapped, and its `hits.total` tells an empty index from
+//! a field that holds no values. For data streams it can read `maximum_timestamp` from
+//! `_data_stream/<name>/_stats` instead, which costs the cluster nothing.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::Method;
+use http::header::{self, HeaderName, HeaderValue};
+use serde::Deserialize;
+use url::Url;
+
+use super::freshness::{self, Thresholds};
+use super::http::{self as http_kind, BasicAuth, Outgoing, Response, Transport};
+use super::net::IpProtocol;
+use super::tls::{self, TlsSpec};
+use super::{Built, CheckContext, Checked, Failure, Observations, Reason, Role};
+use crate::config::BuildContext;
+use crate::secret::SecretSource;
+
+/// Config of an `elasticsearch` probe.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    /// Base URL of the cluster (`https://es:9200`).
+    pub url: Option<String>,
+    /// Several base URLs, tried in order until one answers.
+    #[serde(default)]
+    pub urls: Vec<String>,
+    /// Index, alias, data stream or pattern (`gps-*`).
+    pub index: String,
+    /// The timestamp field (default `@timestamp`).
+    #[serde(default = "default_field")]
+    pub timestamp_field: String,
+    /// A filter query (Query DSL, as YAML or JSON), e.g. `{term: {device: gw-7}}`.
+    pub query: Option<serde_json::Value>,
+    /// Read `maximum_timestamp` of the data stream instead of searching.
+    #[serde(default)]
+    pub data_stream: bool,
+    /// Basic auth.
+    pub basic_auth: Option<BasicAuth>,
+    /// API key (the base64 `id:api_key` Elasticsearch gives), inline or `{file: PATH}`.
+    pub api_key: Option<SecretSource>,
+    /// TLS settings for `https` URLs.
+    #[serde(default)]
+    pub tls_config: TlsSpec,
+    /// IP version to try first.
+    #[serde(default)]
+    pub ip_protocol: IpProtocol,
+    /// Older than this: DOWN.
+    #[serde(default, with = "humantime_serde")]
+    pub max_age: Option<Duration>,
+    /// Older than this: DEGRADED.
+    #[serde(default, with = "humantime_serde")]
+    pub warn_age: Option<Duration>,
+    /// Largest response read (default 1MiB).
+    pub body_size_limit: Option<crate::config::values::ByteSize>,
+}
+
+fn default_field() -> String {
+    "@timestamp".into()
+}
+
+/// An `elasticsearch` probe's compiled settings.
+#[derive(Debug)]
+pub struct Settings {
+    bases: Vec<Url>,
+    path: String,
+    body: Bytes,
+    data_stream: bool,
+    field: String,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    transport: Transport,
+    thresholds: Thresholds,
+}
+
+pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) -> Option<Built<Settings>> {
+    if role == Role::Module {
+        ctx.error(path, "an elasticsearch probe cannot be a /probe module");
+        return None;
+    }
+    let key = |k: &str| format!("{path}.{k}");
+    let mut raw: Vec<(String, String)> = spec.url.iter().map(|u| (key("url"), u.clone())).collect();
+    raw.extend(
+        spec.urls
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (format!("{path}.urls.{i}"), u.clone())),
+    );
+    if raw.is_empty() {
+        ctx.error(path, "missing key `url` (or `urls`)");
+    }
+    let mut bases = Vec::new();
+    for (at, text) in &raw {
+        match Url::parse(text) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => bases.push(url),
+            Ok(url) => ctx.error(
+                at,
+                format!("unsupported URL `{}` (use http:// or https://)", url.scheme()),
+            ),
+            Err(e) => ctx.error(at, format!("`{text}` is not a URL: {e}")),
+        }
+    }
+    if spec.index.is_empty() || spec.index.contains(['/', ' ', '?', '#']) {
+        ctx.error(
+            &key("index"),
+            format!("`{}` is not an index name or pattern", spec.index),
+        );
+    }
+    if spec.data_stream && spec.query.is_some() {
+        ctx.error(
+            &key("query"),
+            "a data stream's maximum_timestamp cannot be filtered; remove `query` or `data_stream`",
+        );
+    }
+    if let Some(query) = &spec.query {
+        if !query.is_object() {
+            ctx.error(&key("query"), "must be a Query DSL object, e.g. {term: {device: gw-7}}");
+        }
+    }
+    let mut headers = vec![(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))];
+    match (&spec.basic_auth, &spec.api_key) {
+        (Some(_), Some(_)) => ctx.error(&key("api_key"), "set either basic_auth or api_key, not both"),
+        (Some(auth), None) => {
+            if let Some(value) = http_kind::basic_auth_header(auth, ctx, &key("basic_auth.password")) {
+                headers.push((header::AUTHORIZATION, value));
+            }
+        }
+        (None, Some(source)) => {
+            if let Some(secret) = ctx.secret(&key("api_key"), source) {
+                match HeaderValue::from_str(&format!("ApiKey {}", secret.expose())) {
+                    Ok(mut value) => {
+                        value.set_sensitive(true);
+                        headers.push((header::AUTHORIZATION, value));
+                    }
+                    Err(_) => ctx.error(&key("api_key"), "the API key holds characters a header cannot carry"),
+                }
+            }
+        }
+        (None, None) => {}
+    }
+    let thresholds = freshness::thresholds(spec.max_age, spec.warn_age, ctx, path);
+    let tls = tls::client_config(&spec.tls_config, &[b"http/1.1"], ctx, &key("tls_config"));
+    let filter = spec
+        .query
+        .clone()
+        .unwrap_or_else(|| serde_json::json!({"match_all": {}}));
+    let body = serde_json::json!({
+        "size": 0,
+        "track_total_hits": true,
+        "query": {"bool": {"filter": [filter]}},
+        "aggs": {"newest": {"max": {"field": spec.timestamp_field}}},
+    });
+    let request_path = if spec.data_stream {
+        format!("_data_stream/{}/_stats", spec.index)
+    } else {
+        format!("{}/_search", spec.index)
+    };
+    let target = raw
+        .first()
+        .map(|(_, u)| format!("{}/{}", u.trim_end_matches('/'), spec.index));
+    Some(Built {
+        settings: Settings {
+            bases,
+            path: request_path,
+            body: if spec.data_stream {
+                Bytes::new()
+            } else {
+                Bytes::from(body.to_string())
+            },
+            data_stream: spec.data_stream,
+            field: spec.timestamp_field,
+            headers,
+            transport: Transport {
+                tls: tls?,
+                server_name: spec.tls_config.server_name,
+                ip_protocol: spec.ip_protocol,
+                ip_protocol_fallback: true,
+                body_size_limit: spec.body_size_limit.map_or(1 << 20, |b| b.0),
+                follow_redirects: false,
+                max_redirects: 0,
+            },
+            thresholds: thresholds?,
+        },
+        target,
+        freshness: Some(thresholds?),
+    })
+}
+
+/// One attempt: ask each base URL in turn until one answers, then judge the newest timestamp.
+pub async fn check(settings: &Settings, _target: &str, _context: &CheckContext) -> Checked {
+    let mut obs = Observations::default();
+    let mut failure = Failure::new(Reason::Connect, "no URL configured");
+    for base in &settings.bases {
+        let Ok(url) = base
+            .join(&format!("{}/", base.path().trim_end_matches('/')))
+            .and_then(|b| b.join(&settings.path))
+        else {
+            continue;
+        };
+        let (method, body) = if settings.data_stream {
+            (Method::GET, Bytes::new())
+        } else {
+            (Method::POST, settings.body.clone())
+        };
+        let outgoing = Outgoing {
+            method,
+            url,
+            headers: &settings.headers,
+            body,
+        };
+        match http_kind::fetch(&settings.transport, outgoing, &mut obs).await {
+            Ok(response) if response.status >= 500 => {
+                failure = Failure::new(
+                    Reason::Status,
+                    format!("the cluster answered {}: {}", response.status, error_of(&response)),
+                );
+            }
+            Ok(response) => {
+                return match newest(settings, &response) {
+                    Ok(newest) => freshness::assess(newest, &settings.thresholds, SystemTime::now(), obs),
+                    Err(f) => Checked::down(f.reason, f.detail, obs),
+                };
+            }
+            Err(f) if matches!(f.reason, Reason::Connect | Reason::Dns | Reason::Tls | Reason::Protocol) => failure = f,
+            Err(f) => return Checked::down(f.reason, f.detail, obs),
+        }
+    }
+    Checked::down(failure.reason, failure.detail, obs)
+}
+
+/// `error.type: error.reason` of an Elasticsearch error body (root cause first), or the status.
+fn error_of(response: &Response) -> String {
+    let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&response.body) else {
+        return format!("HTTP {}", response.status);
+    };
+    let error = &doc["error"];
+    let cause = error["root_cause"].get(0).unwrap_or(error);
+    match (cause["type"].as_str(), cause["reason"].as_str()) {
+        (Some(kind), Some(reason)) => format!("{kind}: {}", truncate(reason, 200)),
+        (Some(kind), None) => kind.to_string(),
+        _ => match error.as_str() {
+            Some(text) => truncate(text, 200),
+            None => format!("HTTP {}", response.status),
+        },
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
+/// Reads the newest timestamp from a search or data stream stats answer.
+fn newest(settings: &Settings, response: &Response) -> Result<Option<SystemTime>, Failure> {
+    match response.status {
+        200 => {}
+        401 | 403 => {
+            return Err(Failure::new(
+                Reason::Auth,
+                format!("{}: {}", response.status, error_of(response)),
+            ));
+        }
+        404 => return Err(Failure::new(Reason::Missing, error_of(response))),
+        _ => {
+            return Err(Failure::new(
+                Reason::Query,
+                format!("{}: {}", response.status, error_of(response)),
+            ));
+        }
+    }
+    let doc: serde_json::Value = serde_json::from_slice(&response.body)
+        .map_err(|e| Failure::new(Reason::Protocol, format!("the answer is not JSON: {e}")))?;
+    if settings.data_stream {
+        let streams = doc["data_streams"].as_array().map(Vec::as_slice).unwrap_or_default();
+        if streams.is_empty() {
+            return Err(Failure::new(Reason::Missing, "no data stream matches"));
+        }
+        let newest = streams
+            .iter()
+            .filter_map(|s| s["maximum_timestamp"].as_f64())
+            .fold(None, |acc: Option<f64>, v| Some(acc.map_or(v, |a| a.max(v))));
+        return Ok(newest.and_then(freshness::from_epoch));
+    }
+    if let Some(failed) = doc["_shards"]["failed"].as_u64().filter(|&n| n > 0) {
+        let reason = doc["_shards"]["failures"][0]["reason"]["reason"]
+            .as_str()
+            .unwrap_or("unknown");
+        return Err(Failure::new(
+            Reason::Query,
+            format!("{failed} shard(s) failed: {}", truncate(reason, 200)),
+        ));
+    }
+    let value = &doc["aggregations"]["newest"]["value"];
+    if value.is_null() {
+        let total = doc["hits"]["total"]["value"]
+            .as_u64()
+            .or_else(|| doc["hits"]["total"].as_u64())
+            .unwrap_or(0);
+        if total > 0 {
+            return Err(Failure::new(
+                Reason::Query,
+                format!(
+                    "{total} documents match but none has a value in `{}` (is the field mapped?)",
+                    settings.field
+                ),
+            ));
+        }
+        return Ok(None);
+    }
+    let millis = value
+        .as_f64()
+        .ok_or_else(|| Failure::new(Reason::Protocol, format!("aggregation value {value} is not a number")))?;
+    freshness::from_epoch(millis / 1000.0).map(Some).ok_or_else(|| {
+        Failure::new(
+            Reason::Query,
+            format!("`{}` holds {millis}, not a date", settings.field),
+        )
+    })
+}

@@ -1,0 +1,250 @@
+//! The `heartbeat` kind: a dead man's switch. A job pushes `POST /push/<name>` with the probe's
+//! bearer token; the probe's age is the time since the last push. The last beat of each probe
+//! is kept in a small JSON file (written to a temporary file, synced, then renamed over the
+//! old one) so it survives a restart of vigil.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use super::freshness::{self, Thresholds};
+use super::{Built, CheckContext, Checked, Observations, Reason, Role};
+use crate::config::BuildContext;
+use crate::secret::{Secret, SecretSource};
+
+/// Config of a `heartbeat` probe.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    /// Bearer token a push must carry (inline or `{file: PATH}`).
+    pub token: Option<SecretSource>,
+    /// File holding the token (same as `token: {file: PATH}`).
+    pub token_file: Option<PathBuf>,
+    /// Older than this: DOWN.
+    #[serde(default, with = "humantime_serde")]
+    pub max_age: Option<Duration>,
+    /// Older than this: DEGRADED.
+    #[serde(default, with = "humantime_serde")]
+    pub warn_age: Option<Duration>,
+}
+
+/// A `heartbeat` probe's compiled settings.
+#[derive(Debug)]
+pub struct Settings {
+    token: Secret,
+    thresholds: Thresholds,
+}
+
+impl Settings {
+    /// Whether `offered` is this heartbeat's token (compared in constant time).
+    pub fn accepts(&self, offered: &str) -> bool {
+        let (a, b) = (self.token.expose().as_bytes(), offered.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) -> Option<Built<Settings>> {
+    if role == Role::Module {
+        ctx.error(path, "a heartbeat cannot be a /probe module: it has no target to probe");
+        return None;
+    }
+    let token = match (&spec.token, &spec.token_file) {
+        (Some(source), None) => ctx.secret(&format!("{path}.token"), source),
+        (None, Some(file)) => ctx.secret(
+            &format!("{path}.token_file"),
+            &SecretSource::File { file: file.clone() },
+        ),
+        (Some(_), Some(_)) => {
+            ctx.error(
+                &format!("{path}.token_file"),
+                "set either token or token_file, not both",
+            );
+            None
+        }
+        (None, None) => {
+            ctx.error(
+                path,
+                "missing key `token` or `token_file` (the bearer token a push must carry)",
+            );
+            None
+        }
+    };
+    if token.as_ref().is_some_and(|t| t.expose().len() < 16) {
+        ctx.error(
+            &format!("{path}.token"),
+            "the token must be at least 16 characters long",
+        );
+    }
+    let thresholds = freshness::thresholds(spec.max_age, spec.warn_age, ctx, path)?;
+    Some(Built {
+        settings: Settings {
+            token: token?,
+            thresholds,
+        },
+        target: None,
+        freshness: Some(thresholds),
+    })
+}
+
+/// One attempt: the age of the last beat of the probe named `target`.
+pub async fn check(settings: &Settings, target: &str, context: &CheckContext) -> Checked {
+    let beat = context.heartbeats.last(target);
+    if let Some(Beat { ok: false, at, message }) = &beat {
+        let obs = Observations {
+            freshness_newest: Some(*at),
+            ..Observations::default()
+        };
+        let detail = match message {
+            Some(m) => format!("the job reported a failure: {m}"),
+            None => "the job reported a failure".to_string(),
+        };
+        return Checked::down(Reason::Reported, detail, obs);
+    }
+    freshness::assess(
+        beat.map(|b| b.at),
+        &settings.thresholds,
+        SystemTime::now(),
+        Observations::default(),
+    )
+}
+
+/// One beat.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Beat {
+    /// When it was pushed.
+    #[serde(with = "humantime_serde")]
+    pub at: SystemTime,
+    /// `false` when the job reported a failure.
+    pub ok: bool,
+    /// What the job said (at most 200 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The last beat of every heartbeat probe, kept on disk when a file is given.
+#[derive(Debug, Default)]
+pub struct Beats {
+    beats: Mutex<BTreeMap<String, Beat>>,
+    file: Option<PathBuf>,
+}
+
+impl Beats {
+    /// Beats kept in `file` (loaded now if it exists), or in memory only.
+    pub fn open(file: Option<PathBuf>) -> Result<Beats, String> {
+        let beats = match &file {
+            Some(path) if path.exists() => {
+                let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                serde_json::from_str(&text)
+                    .map_err(|e| format!("{}: not a heartbeat state file: {e}", path.display()))?
+            }
+            _ => BTreeMap::new(),
+        };
+        Ok(Beats {
+            beats: Mutex::new(beats),
+            file,
+        })
+    }
+
+    /// The last beat of `name`.
+    pub fn last(&self, name: &str) -> Option<Beat> {
+        self.beats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
+
+    /// Records a beat and, with a file, writes it before returning.
+    pub fn record(&self, name: &str, mut beat: Beat) -> std::io::Result<()> {
+        if let Some(message) = &mut beat.message {
+            if let Some((cut, _)) = message.char_indices().nth(200) {
+                message.truncate(cut);
+            }
+        }
+        let mut beats = self.beats.lock().unwrap_or_else(PoisonError::into_inner);
+        beats.insert(name.to_string(), beat);
+        match &self.file {
+            Some(path) => write_atomically(
+                path,
+                &serde_json::to_vec_pretty(&*beats).map_err(std::io::Error::other)?,
+            ),
+            None => Ok(()),
+        }
+    }
+
+    /// Forgets beats of probes no longer configured (and rewrites the file).
+    pub fn retain(&self, names: &[&str]) -> std::io::Result<()> {
+        let mut beats = self.beats.lock().unwrap_or_else(PoisonError::into_inner);
+        let before = beats.len();
+        beats.retain(|name, _| names.contains(&name.as_str()));
+        match &self.file {
+            Some(path) if beats.len() != before => write_atomically(
+                path,
+                &serde_json::to_vec_pretty(&*beats).map_err(std::io::Error::other)?,
+            ),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Writes `bytes` to `path` so that a crash leaves either the old file or the new one.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("json.tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        // Make the rename itself durable.
+        if let Ok(dir) = std::fs::File::open(dir) {
+            let _ = dir.sync_all();
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn beats_survive_a_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("heartbeats.json");
+        let beats = Beats::open(Some(file.clone())).expect("open");
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        beats
+            .record(
+                "backup",
+                Beat {
+                    at,
+                    ok: true,
+                    message: Some("x".repeat(300)),
+                },
+            )
+            .expect("record");
+        let again = Beats::open(Some(file.clone())).expect("reopen");
+        let beat = again.last("backup").expect("kept");
+        assert_eq!((beat.at, beat.ok, beat.message.map(|m| m.len())), (at, true, Some(200)));
+        again.retain(&[]).expect("retain");
+        assert_eq!(Beats::open(Some(file)).expect("reopen").last("backup"), None);
+    }
+
+    #[test]
+    fn token_comparison() {
+        let s = Settings {
+            token: Secret::new("0123456789abcdef"),
+            thresholds: Thresholds {
+                max_age: Duration::from_secs(60),
+                warn_age: None,
+            },
+        };
+        assert!(s.accepts("0123456789abcdef"));
+        assert!(!s.accepts("0123456789abcdeX"));
+        assert!(!s.accepts("0123"));
+    }
+}
