@@ -11,15 +11,17 @@ declare -A needed=(
   [prometheus-alertmanager]=prometheus-alertmanager
   [docker-compose]=docker-compose  # docker-compose config (validation only)
   [unshare]=util-linux             # a private network namespace for the DNS-failure test
+  [dockerd]=docker.io              # a real Docker engine for the container inventory tests
 )
 
 missing=()
 for tool in "${!needed[@]}"; do
-  command -v "$tool" >/dev/null 2>&1 || missing+=("${needed[$tool]}")
+  PATH="$PATH:/usr/sbin:/sbin" command -v "$tool" >/dev/null 2>&1 || missing+=("${needed[$tool]}")
 done
 # Database servers for the sql probe tests (their binaries are not on PATH).
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
+[ -x /bin/busybox ] || missing+=(busybox-static)   # the root file system of the test image
 command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

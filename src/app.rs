@@ -7,6 +7,7 @@ use prometheus_client::registry::Registry;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, ConfigErrors};
+use crate::inventory::docker::{self, DockerCollector};
 use crate::metrics::{self, ReloadMetrics};
 use crate::probe::heartbeat::Beats;
 use crate::probe::{CheckContext, Kind};
@@ -24,6 +25,9 @@ pub struct App {
     reload_metrics: ReloadMetrics,
     config: RwLock<Arc<Config>>,
     scheduler: Scheduler,
+    /// Containers, kept across reloads so restart totals keep counting.
+    pub docker: Arc<docker::Inventory>,
+    docker_watcher: Mutex<Option<docker::Watcher>>,
     reloading: Mutex<()>,
 }
 
@@ -35,7 +39,10 @@ impl App {
         let state = Arc::new(State::default());
         let reload_metrics = ReloadMetrics::default();
         reload_metrics.record(true);
-        let registry = metrics::registry(state.clone(), &reload_metrics);
+        let mut registry = metrics::registry(state.clone(), &reload_metrics);
+        let docker = Arc::new(docker::Inventory::default());
+        registry.register_collector(Box::new(DockerCollector(docker.clone())));
+        let docker_watcher = docker.watch(&config.docker);
         let scheduler = Scheduler::new(state.clone(), context.clone(), shard);
         let applied = scheduler.apply(&config);
         forget_removed_heartbeats(&context, &config);
@@ -47,6 +54,8 @@ impl App {
             reload_metrics,
             config: RwLock::new(Arc::new(config)),
             scheduler,
+            docker,
+            docker_watcher: Mutex::new(docker_watcher),
             reloading: Mutex::new(()),
         }))
     }
@@ -68,6 +77,11 @@ impl App {
                 }
                 let applied = self.scheduler.apply(&config);
                 forget_removed_heartbeats(&self.context, &config);
+                if config.docker != self.config().docker {
+                    let mut watcher = self.docker_watcher.lock().unwrap_or_else(PoisonError::into_inner);
+                    *watcher = None;
+                    *watcher = self.docker.watch(&config.docker);
+                }
                 *self.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(config);
                 self.reload_metrics.record(true);
                 info!(
@@ -87,9 +101,10 @@ impl App {
         }
     }
 
-    /// Stops every probe.
+    /// Stops every probe and watcher.
     pub fn stop(&self) {
         self.scheduler.stop();
+        *self.docker_watcher.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
 }
 

@@ -70,7 +70,7 @@ fn which(tool: &str) -> Option<std::path::PathBuf> {
 
 fn golden_config(base: &str, closed: u16) -> String {
     format!(
-        "labels: {{env: test}}\n\
+        "labels: {{env: test}}\ndocker: {{enabled: false}}\n\
          probes:\n\
          - {{name: api, kind: http, url: '{base}/ok', labels: {{team: platform, tier: backend}}}}\n\
          - {{name: busy, kind: http, url: '{base}/busy', degraded_status: [503]}}\n\

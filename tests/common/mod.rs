@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod db;
+pub mod docker;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -121,4 +122,26 @@ pub fn serve_in_thread(router: Router) -> SocketAddr {
         });
     });
     rx.recv().unwrap()
+}
+
+/// Fails unless `promtool check metrics` accepts `text` (Debian package `prometheus`).
+pub fn promtool_check_metrics(text: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("promtool: {e}: install Debian's `prometheus` package (bash scripts/install-test-deps.sh does)")
+        });
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
