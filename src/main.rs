@@ -62,6 +62,23 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Run the Alertmanager webhook receiver: guarded restarts and the WhatsApp relay.
+    Receiver {
+        /// Config file with a `receiver:` section.
+        #[arg(long)]
+        config: PathBuf,
+        /// Address to listen on: HOST:PORT, or :PORT for every interface.
+        #[arg(long = "web.listen-address", default_value = ":9431")]
+        listen_address: String,
+        /// Web config file with TLS and basic auth settings (Prometheus format).
+        #[arg(long = "web.config.file")]
+        web_config: Option<PathBuf>,
+        /// Send one test message through the WhatsApp relay, then exit.
+        #[arg(long = "test-notification")]
+        test_notification: bool,
+        #[command(flatten)]
+        log: LogArgs,
+    },
     /// Run every probe once, print a table; exit 0 only if every probe is UP.
     Once {
         /// Config file (default: the embedded examples/vigil.yml).
@@ -94,6 +111,14 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check { config } => check(config),
         Command::Once { config, log } => init_logs(&log).and_then(|()| runtime()?.block_on(once(source(config)))),
+        Command::Receiver {
+            config,
+            listen_address,
+            web_config,
+            test_notification,
+            log,
+        } => init_logs(&log)
+            .and_then(|()| runtime()?.block_on(receiver(config, &listen_address, web_config, test_notification))),
         Command::Run {
             config,
             listen_address,
@@ -172,6 +197,43 @@ async fn run(
         .await
         .map_err(anyhow::Error::msg)?;
     app.stop();
+    info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn receiver(
+    path: PathBuf,
+    listen: &str,
+    web_config: Option<PathBuf>,
+    test_notification: bool,
+) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&Source::File(path))?;
+    let receiver = vigil::receiver::Receiver::start(&config)?;
+    if test_notification {
+        return match receiver.test_notification().await {
+            Ok(()) => {
+                println!("test notification sent");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("vigil: test notification failed: {e}");
+                Ok(ExitCode::FAILURE)
+            }
+        };
+    }
+    let addr = listener::parse_listen_address(listen).map_err(anyhow::Error::msg)?;
+    let web = match &web_config {
+        Some(path) => WebConfig::load(path).map_err(anyhow::Error::msg)?,
+        None => WebConfig::default(),
+    };
+    let socket = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
+    info!(address = %socket.local_addr().unwrap_or(addr), "receiver listening");
+    let router = vigil::receiver::router(receiver);
+    listener::serve(socket, router, &web, shutdown_signal(), Duration::from_secs(10))
+        .await
+        .map_err(anyhow::Error::msg)?;
     info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -266,6 +266,8 @@ pub struct Config {
     pub state_dir: Option<PathBuf>,
     /// The Docker inventory.
     pub docker: crate::inventory::docker::Config,
+    /// `vigil receiver`'s settings, when the config has them.
+    pub receiver: Option<Arc<crate::receiver::Settings>>,
 }
 
 /// One problem in a config, with where it is.
@@ -550,6 +552,7 @@ impl Config {
         let mut concurrency = 512usize;
         let mut state_dir = None;
         let mut docker = crate::inventory::docker::Config::default();
+        let mut receiver = None;
         for (key, value) in &root {
             match key.as_str() {
                 "defaults" => defaults = ctx.deserialize(value, key).unwrap_or_default(),
@@ -569,6 +572,11 @@ impl Config {
                     if let Some(config) = ctx.deserialize::<crate::inventory::docker::Config>(value, key) {
                         config.validate(&mut ctx, key);
                         docker = config;
+                    }
+                }
+                "receiver" => {
+                    if let Some(spec) = ctx.deserialize::<crate::receiver::Spec>(value, key) {
+                        receiver = crate::receiver::build(spec, &mut ctx, key).map(Arc::new);
                     }
                 }
                 "probes" | "modules" => {}
@@ -611,6 +619,7 @@ impl Config {
                 concurrency,
                 state_dir,
                 docker,
+                receiver,
             })
         } else {
             ctx.errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));

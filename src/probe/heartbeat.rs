@@ -4,7 +4,7 @@
 //! old one) so it survives a restart of vigil.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -167,10 +167,7 @@ impl Beats {
         let mut beats = self.beats.lock().unwrap_or_else(PoisonError::into_inner);
         beats.insert(name.to_string(), beat);
         match &self.file {
-            Some(path) => write_atomically(
-                path,
-                &serde_json::to_vec_pretty(&*beats).map_err(std::io::Error::other)?,
-            ),
+            Some(path) => crate::persist::write_json(path, &*beats),
             None => Ok(()),
         }
     }
@@ -181,30 +178,10 @@ impl Beats {
         let before = beats.len();
         beats.retain(|name, _| names.contains(&name.as_str()));
         match &self.file {
-            Some(path) if beats.len() != before => write_atomically(
-                path,
-                &serde_json::to_vec_pretty(&*beats).map_err(std::io::Error::other)?,
-            ),
+            Some(path) if beats.len() != before => crate::persist::write_json(path, &*beats),
             _ => Ok(()),
         }
     }
-}
-
-/// Writes `bytes` to `path` so that a crash leaves either the old file or the new one.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("json.tmp");
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        // Make the rename itself durable.
-        if let Ok(dir) = std::fs::File::open(dir) {
-            let _ = dir.sync_all();
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
