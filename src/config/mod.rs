@@ -498,15 +498,11 @@ impl Config {
 
     /// Validates a config given as text (`base_dir` resolves relative file paths).
     pub fn parse(text: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
-        Self::from_yaml(
-            Source::Embedded,
-            text,
-            base_dir.to_path_buf(),
-            env_overrides(),
-        )
-        .map_err(|errors| ConfigErrors {
-            source: "config".into(),
-            errors,
+        Self::from_yaml(Source::Embedded, text, base_dir.to_path_buf(), env_overrides()).map_err(|errors| {
+            ConfigErrors {
+                source: "config".into(),
+                errors,
+            }
         })
     }
 
