@@ -209,13 +209,14 @@ pub fn alertmanager(config: &Path, dir: &Path) -> Server {
 }
 
 /// Prometheus 2.42 on 127.0.0.1:`port` (chosen by the caller, as the config may name it; 2.42
-/// does not take port 0), its data and log in `dir`.
-pub fn prometheus(config: &Path, dir: &Path, port: u16) -> Server {
-    let args = [
+/// does not take port 0), its data and log in `dir`, with `extra` flags.
+pub fn prometheus(config: &Path, dir: &Path, port: u16, extra: &[&str]) -> Server {
+    let mut args = vec![
         format!("--config.file={}", path_str(config)),
         format!("--storage.tsdb.path={}", path_str(&dir.join("prometheus-data"))),
         format!("--web.listen-address=127.0.0.1:{port}"),
     ];
+    args.extend(extra.iter().map(|flag| flag.to_string()));
     Server::start(
         "prometheus",
         "prometheus",

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use axum::Router;
 use axum::extract::Path;
@@ -112,7 +112,10 @@ pub fn first<'a>(
 pub fn summary(deliveries: &[Delivery], origin: SystemTime) -> String {
     let mut lines: BTreeMap<(String, String, String, String), Vec<String>> = BTreeMap::new();
     for d in deliveries {
-        let after = d.at.duration_since(origin).unwrap_or(Duration::ZERO);
+        let after = match d.at.duration_since(origin) {
+            Ok(after) => after.as_secs_f64(),
+            Err(before) => -before.duration().as_secs_f64(),
+        };
         lines
             .entry((
                 d.receiver.clone(),
@@ -121,15 +124,17 @@ pub fn summary(deliveries: &[Delivery], origin: SystemTime) -> String {
                 d.status.clone(),
             ))
             .or_default()
-            .push(format!("{:.1}s", after.as_secs_f64()));
+            .push(format!("{after:.1}s"));
     }
     lines
         .into_iter()
         .map(|((receiver, alertname, probe, status), times)| {
-            format!(
-                "{receiver:15} {alertname:26} {probe:8} {status:8} at {}",
-                times.join(" ")
-            )
+            let more = match times.len() {
+                0..=8 => String::new(),
+                n => format!(" (+{} more)", n - 8),
+            };
+            let times = times[..times.len().min(8)].join(" ");
+            format!("{receiver:15} {alertname:26} {probe:8} {status:8} at {times}{more}")
         })
         .collect::<Vec<_>>()
         .join("\n")
