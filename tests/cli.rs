@@ -3,14 +3,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
+use common::Running;
 
 const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
 
@@ -136,111 +134,6 @@ fn unresolvable_name_is_down_with_reason_dns() {
             .any(|l| l.starts_with("nowhere") && l.contains("DOWN") && l.contains("dns: cannot resolve")),
         "{table}"
     );
-}
-
-/// A running `vigil run`, stopped (SIGKILL) when dropped.
-struct Running {
-    child: Child,
-    logs: Arc<Mutex<Vec<String>>>,
-    port: u16,
-}
-
-impl Running {
-    fn start(config: &std::path::Path, extra: &[&str]) -> Running {
-        let mut child = Command::new(VIGIL)
-            .args([
-                "run",
-                "--web.listen-address",
-                "127.0.0.1:0",
-                "--log.format",
-                "json",
-                "--config",
-            ])
-            .arg(config)
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) {
-                    if event["message"] == "listening" {
-                        let _ = tx.send(event["address"].as_str().unwrap_or_default().to_string());
-                    }
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let address = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("vigil did not start listening");
-        let port = address.rsplit(':').next().unwrap().parse().unwrap();
-        Running { child, logs, port }
-    }
-
-    fn get(&self, path: &str) -> String {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut text = String::new();
-        stream.read_to_string(&mut text).unwrap();
-        text
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    fn wait_for(&self, what: &str, condition: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let metrics = self.get("/metrics");
-            if condition(&metrics) {
-                return metrics;
-            }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}:\n{metrics}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn logs(&self) -> String {
-        self.logs.lock().unwrap().join("\n")
-    }
-
-    /// Waits until the logs hold `text` (they arrive through a pipe, a little after the fact).
-    fn wait_for_log(&self, text: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let logs = self.logs();
-            if logs.contains(text) {
-                return logs;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {text:?} in the logs:\n{logs}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]

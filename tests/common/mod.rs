@@ -5,9 +5,13 @@
 pub mod db;
 pub mod docker;
 
-use std::net::SocketAddr;
+use std::future::Future;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SanType};
@@ -110,6 +114,17 @@ pub fn closed_port() -> u16 {
 
 /// Like [`serve`], on a runtime of its own in a background thread, for synchronous tests.
 pub fn serve_in_thread(router: Router) -> SocketAddr {
+    in_background(serve(router))
+}
+
+/// Like [`serve_tls`], on a runtime of its own in a background thread, for synchronous tests.
+pub fn serve_tls_in_thread(router: Router, cert_file: PathBuf, key_file: PathBuf) -> SocketAddr {
+    in_background(serve_tls(router, cert_file, key_file))
+}
+
+/// Runs `start` and then nothing, forever, on a runtime of its own in a background thread;
+/// returns what `start` returned.
+fn in_background(start: impl Future<Output = SocketAddr> + Send + 'static) -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -117,7 +132,7 @@ pub fn serve_in_thread(router: Router) -> SocketAddr {
             .build()
             .unwrap();
         runtime.block_on(async move {
-            tx.send(serve(router).await).unwrap();
+            tx.send(start.await).unwrap();
             std::future::pending::<()>().await;
         });
     });
@@ -144,4 +159,110 @@ pub fn promtool_check_metrics(text: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A running `vigil run` on 127.0.0.1 (port 0), logging JSON; stopped (SIGKILL) when dropped,
+/// also when the test panics.
+pub struct Running {
+    pub child: Child,
+    logs: Arc<Mutex<Vec<String>>>,
+    pub port: u16,
+}
+
+impl Running {
+    pub fn start(config: &std::path::Path, extra: &[&str]) -> Running {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .args([
+                "run",
+                "--web.listen-address",
+                "127.0.0.1:0",
+                "--log.format",
+                "json",
+                "--config",
+            ])
+            .arg(config)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) {
+                    if event["message"] == "listening" {
+                        let _ = tx.send(event["address"].as_str().unwrap_or_default().to_string());
+                    }
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let address = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("vigil did not start listening");
+        let port = address.rsplit(':').next().unwrap().parse().unwrap();
+        Running { child, logs, port }
+    }
+
+    pub fn get(&self, path: &str) -> String {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        text
+    }
+
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    pub fn wait_for(&self, what: &str, condition: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let metrics = self.get("/metrics");
+            if condition(&metrics) {
+                return metrics;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}:\n{metrics}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    /// Waits until the logs hold `text` (they arrive through a pipe, a little after the fact).
+    pub fn wait_for_log(&self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let logs = self.logs();
+            if logs.contains(text) {
+                return logs;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {text:?} in the logs:\n{logs}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
