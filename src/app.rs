@@ -1,14 +1,17 @@
-//! The running exporter: the current config, the scheduler, the state and the registry, and
-//! the one operation that changes them at run time, a reload.
+//! The running exporter: the current config, the scheduler, the state and the registry, the
+//! history and the live feed, and the one operation that changes them at run time, a reload.
 
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use prometheus_client::registry::Registry;
-use tracing::{error, info};
+use tokio::sync::{broadcast, watch};
+use tracing::{error, info, warn};
 
 use crate::config::{Config, ConfigErrors};
+use crate::history::History;
+use crate::live;
 use crate::metrics::{self, ReloadMetrics};
-use crate::scheduler::{Applied, Scheduler, Shard};
+use crate::scheduler::{Applied, Scheduler, Shard, Sinks};
 use crate::state::State;
 
 /// Everything the web handlers and signal handlers share.
@@ -17,30 +20,53 @@ pub struct App {
     pub state: Arc<State>,
     /// Metrics registry (probe collector included).
     pub registry: Registry,
+    /// Uptime and latency history.
+    pub history: Arc<History>,
+    /// Announces every recorded run (the status page's live updates).
+    pub live: broadcast::Sender<live::Event>,
     reload_metrics: ReloadMetrics,
     config: RwLock<Arc<Config>>,
     scheduler: Scheduler,
     reloading: Mutex<()>,
+    stopping: watch::Sender<bool>,
 }
 
 impl App {
-    /// Starts the probes of `config`. Must run inside a Tokio runtime.
+    /// Starts the probes of `config` and opens its history store (in the background: see
+    /// [`App::ready`]). Must run inside a Tokio runtime.
     pub fn start(config: Config, shard: Option<Shard>) -> Arc<App> {
         let state = Arc::new(State::default());
         let reload_metrics = ReloadMetrics::default();
         reload_metrics.record(true);
         let registry = metrics::registry(state.clone(), &reload_metrics);
-        let scheduler = Scheduler::new(state.clone(), shard);
+        let history = History::open(&config.history);
+        let live = live::channel();
+        let sinks = Sinks {
+            history: history.clone(),
+            live: live.clone(),
+        };
+        let scheduler = Scheduler::new(state.clone(), shard, sinks);
         let applied = scheduler.apply(&config);
         info!(source = %config.source, probes = applied.started, modules = config.modules.len(), "config loaded");
-        Arc::new(App {
+        let app = Arc::new(App {
             state,
             registry,
+            history,
+            live,
             reload_metrics,
             config: RwLock::new(Arc::new(config)),
             scheduler,
             reloading: Mutex::new(()),
-        })
+            stopping: watch::channel(false).0,
+        });
+        tokio::spawn(crate::status::log_summaries(Arc::downgrade(&app)));
+        app
+    }
+
+    /// Waits until the history store is open and read back; an error says why it is not
+    /// (history is then kept in memory only).
+    pub async fn ready(&self) -> Result<(), String> {
+        self.history.ready().await
     }
 
     /// The config in force.
@@ -55,6 +81,9 @@ impl App {
         let source = self.config().source.clone();
         match Config::load(&source) {
             Ok(config) => {
+                if config.history != self.config().history {
+                    warn!("`history` settings changed; they take effect at the next start");
+                }
                 let applied = self.scheduler.apply(&config);
                 *self.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(config);
                 self.reload_metrics.record(true);
@@ -75,8 +104,26 @@ impl App {
         }
     }
 
+    /// Says that the process is stopping: live event streams end, so a graceful shutdown does
+    /// not wait for them.
+    pub fn begin_shutdown(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Becomes true when the process is stopping.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.stopping.subscribe()
+    }
+
     /// Stops every probe.
     pub fn stop(&self) {
+        self.begin_shutdown();
         self.scheduler.stop();
+    }
+
+    /// Stops every probe and writes the history still buffered to the store.
+    pub async fn close(&self) {
+        self.stop();
+        self.history.close().await;
     }
 }

@@ -6,12 +6,15 @@
 
 pub mod app;
 pub mod config;
+pub mod history;
+pub mod live;
 pub mod metrics;
 pub mod once;
 pub mod probe;
 pub mod scheduler;
 pub mod secret;
 pub mod state;
+pub mod status;
 pub mod web;
 
 /// Errors that cross module boundaries.
