@@ -11,6 +11,8 @@ declare -A needed=(
   [prometheus-alertmanager]=prometheus-alertmanager
   [docker-compose]=docker-compose  # docker-compose config (validation only)
   [unshare]=util-linux             # a private network namespace for the DNS-failure test
+  [chromium]=chromium              # a real browser for the status page test (headless)
+  [chromedriver]=chromium-driver   # drives it over WebDriver
 )
 
 missing=()

@@ -173,10 +173,11 @@ pub(super) async fn run(
         Err(e) => warn!(store = %where_, error = %e, "reading the history back failed; starting afresh"),
     }
     drop(history);
+    writer.prune(super::unix_ms(std::time::SystemTime::now())).await;
     let _ = ready.send(Readiness::Ready);
 
     let mut flush = tokio::time::interval(FLUSH_EVERY);
-    let mut prune = tokio::time::interval(PRUNE_EVERY);
+    let mut prune = tokio::time::interval_at(tokio::time::Instant::now() + PRUNE_EVERY, PRUNE_EVERY);
     let mut batch: Vec<Run> = Vec::with_capacity(1024);
     let mut messages = Vec::with_capacity(1024);
     loop {

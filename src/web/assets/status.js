@@ -1,5 +1,5 @@
 // vigil status page: renders /api/v1/status (and /api/v1/probes/NAME for the detail view) with
-// the DOM API only (textContent, never innerHTML, so data can never become markup), and stays
+// the DOM API only (text goes in as textContent and is never parsed as HTML), and stays
 // live through server-sent events from /api/v1/events.
 'use strict';
 (function () {
@@ -146,7 +146,7 @@
     li.append(head, facts);
     if (p.level !== 'up' && p.level !== 'pending') {
       var why = (p.reason || '') + (p.detail ? ': ' + p.detail : '');
-      li.append(el('div', { class: 'note failure' }, el('b', { text: LEVELS[p.level].text }),
+      li.append(el('div', { class: 'note ' + p.level }, el('b', { text: LEVELS[p.level].text }),
         p.since ? ' since ' + when(p.since) + ' (' + ago(p.since) + ')' : '', why ? ' \u2014 ' + why : ''));
     } else if (p.last_failure) {
       var f = p.last_failure;
@@ -159,7 +159,7 @@
       'Uptime of ' + p.name + ' over ' + status.bar.count + ' days');
     li.append(el('div', { class: 'bar-wrap' }, b.svg,
       el('div', { class: 'bar-legend' }, el('span', { text: status.bar.count + ' days ago' }),
-        el('span', { text: b.bad ? b.bad + ' days with failures' : '' }), el('span', { text: 'today' }))));
+        el('span', { text: b.bad ? b.bad + (b.bad === 1 ? ' day' : ' days') + ' not fully up' : '' }), el('span', { text: 'today' }))));
     return li;
   }
 
@@ -257,7 +257,7 @@
     var labels = Object.keys(p.labels).map(function (k) { return k + '=' + p.labels[k]; }).join(', ');
     if (labels) section.append(el('p', { class: 'target', text: labels }));
     if (p.level !== 'up' && p.level !== 'pending') {
-      section.append(el('p', { class: 'note failure' }, el('b', { text: LEVELS[p.level].text }),
+      section.append(el('p', { class: 'note ' + p.level }, el('b', { text: LEVELS[p.level].text }),
         p.since ? ' since ' + when(p.since) : '', p.reason ? ' \u2014 ' + p.reason + (p.detail ? ': ' + p.detail : '') : ''));
     }
     var day = p.uptime['24h'];
