@@ -83,8 +83,16 @@ fn mib(bytes: u64) -> String {
 fn outcome(rng: &mut fastrand::Rng, at: SystemTime) -> Outcome {
     let roll = rng.u32(0..1000);
     let (level, reason, detail) = match roll {
-        0..3 => (Level::Down, Some(Reason::Connect), "connect to 10.0.0.1:80: Connection refused".to_string()),
-        3..10 => (Level::Degraded, Some(Reason::Latency), "took 1.2s (degraded_after 1s)".to_string()),
+        0..3 => (
+            Level::Down,
+            Some(Reason::Connect),
+            "connect to 10.0.0.1:80: Connection refused".to_string(),
+        ),
+        3..10 => (
+            Level::Degraded,
+            Some(Reason::Latency),
+            "took 1.2s (degraded_after 1s)".to_string(),
+        ),
         _ => (Level::Up, None, String::new()),
     };
     Outcome {
@@ -206,14 +214,22 @@ async fn main() {
         .connect()
         .await
         .unwrap();
-    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&mut conn).await.unwrap();
-    let tables: Vec<(String, i64)> =
-        sqlx::query_as("SELECT name, sum(pgsize) FROM dbstat GROUP BY name ORDER BY name")
-            .fetch_all(&mut conn)
-            .await
-            .unwrap_or_default();
-    let (raw_rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM raw").fetch_one(&mut conn).await.unwrap();
-    let (hourly_rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM hourly").fetch_one(&mut conn).await.unwrap();
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let tables: Vec<(String, i64)> = sqlx::query_as("SELECT name, sum(pgsize) FROM dbstat GROUP BY name ORDER BY name")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap_or_default();
+    let (raw_rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM raw")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let (hourly_rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM hourly")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
     conn.close().await.unwrap();
     let bytes = |name: &str| tables.iter().find(|(n, _)| n == name).map_or(0, |(_, b)| *b as u64);
     println!("database file: {} after the checkpoint", mib(size(&path)));
