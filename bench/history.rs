@@ -242,11 +242,13 @@ async fn main() {
         "raw: {raw_rows} rows, {:.1} bytes per row; hourly: {hourly_rows} rows, {hourly_per_row:.1} bytes per row",
         bytes("raw") as f64 / raw_rows.max(1) as f64
     );
+    let raw_per_row = bytes("raw") as f64 / raw_rows.max(1) as f64;
+    let raw_24h = raw_per_row * a.probes as f64 * 86_400.0 / a.interval as f64;
     println!(
         "estimate for {} probes: 24 h raw {} + 90 d hourly {} = {}",
         a.probes,
-        mib(bytes("raw")),
+        mib(raw_24h as u64),
         mib(hourly_90d as u64),
-        mib(bytes("raw") + hourly_90d as u64 + bytes("probes") + bytes("sqlite_autoindex_probes_1"))
+        mib(raw_24h as u64 + hourly_90d as u64 + bytes("probes") + bytes("sqlite_autoindex_probes_1"))
     );
 }
