@@ -12,6 +12,8 @@ declare -A needed=(
   [docker-compose]=docker-compose  # docker-compose config (validation only)
   [unshare]=util-linux             # a private network namespace for the DNS-failure test
   [dockerd]=docker.io              # a real Docker engine for the container inventory tests
+  [chromium]=chromium              # a real browser for the status page test (headless)
+  [chromedriver]=chromium-driver   # drives it over WebDriver
 )
 
 missing=()

@@ -1,17 +1,20 @@
-//! The running exporter: the current config, the scheduler, the state and the registry, and
-//! the one operation that changes them at run time, a reload.
+//! The running exporter: the current config, the scheduler, the state and the registry, the
+//! history and the live feed, and the one operation that changes them at run time, a reload.
 
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use prometheus_client::registry::Registry;
+use tokio::sync::{broadcast, watch};
 use tracing::{error, info, warn};
 
 use crate::config::{Config, ConfigErrors};
+use crate::history::History;
 use crate::inventory::docker::{self, DockerCollector};
+use crate::live;
 use crate::metrics::{self, ReloadMetrics};
 use crate::probe::heartbeat::Beats;
 use crate::probe::{CheckContext, Kind};
-use crate::scheduler::{Applied, Scheduler, Shard};
+use crate::scheduler::{Applied, Scheduler, Shard, Sinks};
 use crate::state::State;
 
 /// Everything the web handlers and signal handlers share.
@@ -22,17 +25,23 @@ pub struct App {
     pub registry: Registry,
     /// State the probes read (pushed heartbeats).
     pub context: CheckContext,
-    reload_metrics: ReloadMetrics,
-    config: RwLock<Arc<Config>>,
-    scheduler: Scheduler,
+    /// Uptime and latency history.
+    pub history: Arc<History>,
+    /// Announces every recorded run (the status page's live updates).
+    pub live: broadcast::Sender<live::Event>,
     /// Containers, kept across reloads so restart totals keep counting.
     pub docker: Arc<docker::Inventory>,
     docker_watcher: Mutex<Option<docker::Watcher>>,
+    reload_metrics: ReloadMetrics,
+    config: RwLock<Arc<Config>>,
+    scheduler: Scheduler,
     reloading: Mutex<()>,
+    stopping: watch::Sender<bool>,
 }
 
 impl App {
-    /// Starts the probes of `config`. Must run inside a Tokio runtime. Fails only when the
+    /// Starts the probes and watchers of `config` and opens its history store (in the
+    /// background: see [`App::ready`]). Must run inside a Tokio runtime. Fails only when the
     /// state kept in `state_dir` cannot be read.
     pub fn start(config: Config, shard: Option<Shard>) -> crate::Result<Arc<App>> {
         let context = context_for(&config)?;
@@ -43,21 +52,38 @@ impl App {
         let docker = Arc::new(docker::Inventory::default());
         registry.register_collector(Box::new(DockerCollector(docker.clone())));
         let docker_watcher = docker.watch(&config.docker);
-        let scheduler = Scheduler::new(state.clone(), context.clone(), shard);
+        let history = History::open(&config.history);
+        let live = live::channel();
+        let sinks = Sinks {
+            history: history.clone(),
+            live: live.clone(),
+        };
+        let scheduler = Scheduler::new(state.clone(), context.clone(), shard, sinks);
         let applied = scheduler.apply(&config);
         forget_removed_heartbeats(&context, &config);
         info!(source = %config.source, probes = applied.started, modules = config.modules.len(), "config loaded");
-        Ok(Arc::new(App {
+        let app = Arc::new(App {
             state,
             registry,
             context,
+            history,
+            live,
+            docker,
+            docker_watcher: Mutex::new(docker_watcher),
             reload_metrics,
             config: RwLock::new(Arc::new(config)),
             scheduler,
-            docker,
-            docker_watcher: Mutex::new(docker_watcher),
             reloading: Mutex::new(()),
-        }))
+            stopping: watch::channel(false).0,
+        });
+        tokio::spawn(crate::status::log_summaries(Arc::downgrade(&app)));
+        Ok(app)
+    }
+
+    /// Waits until the history store is open and read back; an error says why it is not
+    /// (history is then kept in memory only).
+    pub async fn ready(&self) -> Result<(), String> {
+        self.history.ready().await
     }
 
     /// The config in force.
@@ -72,12 +98,16 @@ impl App {
         let source = self.config().source.clone();
         match Config::load(&source) {
             Ok(config) => {
-                if config.state_dir != self.config().state_dir {
+                let running = self.config();
+                if config.state_dir != running.state_dir {
                     warn!("state_dir changed: the new folder is used from the next restart");
+                }
+                if config.history != running.history {
+                    warn!("`history` settings changed; they take effect at the next start");
                 }
                 let applied = self.scheduler.apply(&config);
                 forget_removed_heartbeats(&self.context, &config);
-                if config.docker != self.config().docker {
+                if config.docker != running.docker {
                     let mut watcher = self.docker_watcher.lock().unwrap_or_else(PoisonError::into_inner);
                     *watcher = None;
                     *watcher = self.docker.watch(&config.docker);
@@ -101,10 +131,28 @@ impl App {
         }
     }
 
+    /// Says that the process is stopping: live event streams end, so a graceful shutdown does
+    /// not wait for them.
+    pub fn begin_shutdown(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Becomes true when the process is stopping.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.stopping.subscribe()
+    }
+
     /// Stops every probe and watcher.
     pub fn stop(&self) {
+        self.begin_shutdown();
         self.scheduler.stop();
         *self.docker_watcher.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// Stops every probe and writes the history still buffered to the store.
+    pub async fn close(&self) {
+        self.stop();
+        self.history.close().await;
     }
 }
 

@@ -6,7 +6,9 @@
 
 pub mod app;
 pub mod config;
+pub mod history;
 pub mod inventory;
+pub mod live;
 pub mod metrics;
 pub mod once;
 pub mod persist;
@@ -15,6 +17,7 @@ pub mod receiver;
 pub mod scheduler;
 pub mod secret;
 pub mod state;
+pub mod status;
 pub mod web;
 
 /// Errors that cross module boundaries.

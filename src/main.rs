@@ -79,6 +79,16 @@ enum Command {
         #[command(flatten)]
         log: LogArgs,
     },
+    /// Print a running vigil's status as a table: exit 0 if nothing is DOWN, 1 if something
+    /// is, 3 if vigil cannot be reached.
+    Status {
+        /// The vigil to ask (its listen address, as a URL).
+        #[arg(long, default_value = "http://127.0.0.1:9430")]
+        url: String,
+        /// Give up after this long.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
     /// Run every probe once, print a table; exit 0 only if every probe is UP.
     Once {
         /// Config file (default: the embedded examples/vigil.yml).
@@ -110,6 +120,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check { config } => check(config),
+        Command::Status { url, timeout } => runtime().map(|rt| rt.block_on(status(&url, timeout))),
         Command::Once { config, log } => init_logs(&log).and_then(|()| runtime()?.block_on(once(source(config)))),
         Command::Receiver {
             config,
@@ -162,6 +173,31 @@ fn check(path: PathBuf) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Exit code of `vigil status` when vigil cannot be reached.
+const UNREACHABLE: u8 = 3;
+
+async fn status(url: &str, timeout: Duration) -> ExitCode {
+    use vigil::status::report;
+    match report::fetch(url, timeout).await {
+        Ok(status) => {
+            print!("{}", report::table(&status));
+            if report::any_down(&status) {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e @ report::FetchError::Unreachable { .. }) => {
+            eprintln!("vigil: {e}");
+            ExitCode::from(UNREACHABLE)
+        }
+        Err(e) => {
+            eprintln!("vigil: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 async fn once(source: Source) -> anyhow::Result<ExitCode> {
     let config = Config::load(&source)?;
     let results = vigil::once::run(&config).await?;
@@ -191,12 +227,22 @@ async fn run(
         .with_context(|| format!("listening on {addr}"))?;
     info!(address = %socket.local_addr().unwrap_or(addr), tls = web.tls_server_config.is_some(), "listening");
     let app = App::start(config, shard)?;
+    if let Err(e) = app.ready().await {
+        app.stop();
+        anyhow::bail!(e);
+    }
     tokio::spawn(reload_on_sighup(app.clone()));
     let router = vigil::web::router(app.clone());
-    listener::serve(socket, router, &web, shutdown_signal(), Duration::from_secs(10))
+    let stopping = app.clone();
+    let shutdown = async move {
+        shutdown_signal().await;
+        // Live event streams end now, so the graceful shutdown does not wait for them.
+        stopping.begin_shutdown();
+    };
+    listener::serve(socket, router, &web, shutdown, Duration::from_secs(10))
         .await
         .map_err(anyhow::Error::msg)?;
-    app.stop();
+    app.close().await;
     info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

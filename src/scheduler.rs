@@ -6,12 +6,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, broadcast};
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 use tracing::{Instrument, info, warn};
 
 use crate::config::{Config, ProbeDef, Timing};
+use crate::history::{History, unix_ms};
+use crate::live;
 use crate::probe::{CheckContext, Checked, Level, Probe, Reason};
 use crate::state::{Outcome, ProbeHandle, State, lock};
 
@@ -129,10 +131,20 @@ struct Task {
     handle: JoinHandle<()>,
 }
 
+/// Where a finished run goes besides the probe's state.
+#[derive(Clone)]
+pub struct Sinks {
+    /// The uptime history and its store.
+    pub history: Arc<History>,
+    /// Live updates for the status page.
+    pub live: broadcast::Sender<live::Event>,
+}
+
 /// Runs the self-scheduled probes of the current config.
 pub struct Scheduler {
     state: Arc<State>,
     context: CheckContext,
+    sinks: Sinks,
     shard: Option<Shard>,
     inner: Mutex<Inner>,
 }
@@ -158,10 +170,11 @@ pub struct Applied {
 
 impl Scheduler {
     /// A scheduler with no probes.
-    pub fn new(state: Arc<State>, context: CheckContext, shard: Option<Shard>) -> Self {
+    pub fn new(state: Arc<State>, context: CheckContext, shard: Option<Shard>, sinks: Sinks) -> Self {
         Self {
             state,
             context,
+            sinks,
             shard,
             inner: Mutex::new(Inner {
                 tasks: HashMap::new(),
@@ -217,6 +230,7 @@ impl Scheduler {
             let task = tokio::spawn(run_loop(
                 def.clone(),
                 handle,
+                self.sinks.clone(),
                 inner.limiter.clone(),
                 self.context.clone(),
                 delay,
@@ -247,7 +261,15 @@ impl Drop for Scheduler {
     }
 }
 
-async fn run_loop(def: ProbeDef, handle: ProbeHandle, limiter: Arc<Semaphore>, context: CheckContext, delay: Duration) {
+async fn run_loop(
+    def: ProbeDef,
+    handle: ProbeHandle,
+    sinks: Sinks,
+    limiter: Arc<Semaphore>,
+    context: CheckContext,
+    delay: Duration,
+) {
+    let name: Arc<str> = Arc::from(def.name.as_str());
     tokio::time::sleep(delay).await;
     let mut ticker = tokio::time::interval(def.timing.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -258,7 +280,15 @@ async fn run_loop(def: ProbeDef, handle: ProbeHandle, limiter: Arc<Semaphore>, c
             .instrument(span.clone())
             .await;
         let (level, reason, detail) = (outcome.level, outcome.reason, outcome.detail.clone());
+        let at_ms = unix_ms(outcome.at);
+        sinks.history.record(&def.name, &outcome);
         let previous = lock(&handle).record(outcome);
+        // Nobody listening is fine.
+        let _ = sinks.live.send(live::Event {
+            probe: name.clone(),
+            level,
+            at_ms,
+        });
         if previous != Some(level) {
             let _enter = span.enter();
             let reason = reason.map(Reason::as_str).unwrap_or("");

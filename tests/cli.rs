@@ -205,7 +205,7 @@ fn secrets_never_reach_logs_metrics_or_pages() {
     );
     let vigil = Running::start(&config, &["--log.level", "trace"]);
     let metrics = vigil.wait_for("all probes", |m| m.matches("vigil_probe_runs_total{").count() == 3);
-    let page = vigil.get("/");
+    let page = vigil.get("/") + &vigil.get("/api/v1/status") + &vigil.get("/badge/in-url.svg");
     vigil.wait_for_log("level changed");
     let logs = vigil.logs();
     for secret in [
@@ -247,4 +247,66 @@ fn environment_overrides_config_keys() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("concurrency: must be at least 1"));
+}
+
+#[test]
+fn status_prints_a_table_and_exits_by_the_levels() {
+    let base = target();
+    let closed = common::closed_port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "probes:\n  - {{name: web, kind: http, url: '{base}/ok'}}\n  - {{name: quiet, kind: http, url: '{base}/ok', status_page: {{hide: true}}}}\n"
+        ),
+    );
+    let vigil = Running::start(&config, &[]);
+    vigil.wait_for("a run", |m| m.contains("vigil_probe_runs_total{probe=\"web\""));
+    let url = format!("http://127.0.0.1:{}", vigil.port);
+    let out = Command::new(VIGIL).args(["status", "--url", &url]).output().unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = table.lines().collect();
+    for column in [
+        "PROBE",
+        "LEVEL",
+        "UPTIME 24H",
+        "FAILED/RUNS",
+        "AVG",
+        "P95",
+        "LAST FAILURE",
+    ] {
+        assert!(lines[0].contains(column), "{table}");
+    }
+    assert!(
+        lines[1].starts_with("web ") && lines[1].contains(" UP ") && lines[1].contains("100.00%"),
+        "{table}"
+    );
+    assert!(lines[1].contains("0/1") || lines[1].contains("0/2"), "{table}");
+    assert!(!table.contains("quiet"), "a hidden probe is in the report:\n{table}");
+    assert!(table.contains("1 up, 0 degraded, 0 down"), "{table}");
+    drop(vigil);
+
+    let config = write_config(
+        dir.path(),
+        &format!("probes:\n  - {{name: db, kind: tcp, address: '127.0.0.1:{closed}'}}\n"),
+    );
+    let vigil = Running::start(&config, &[]);
+    vigil.wait_for("a run", |m| m.contains("vigil_probe_runs_total{probe=\"db\""));
+    let url = format!("http://127.0.0.1:{}", vigil.port);
+    let out = Command::new(VIGIL).args(["status", "--url", &url]).output().unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{table}");
+    assert!(
+        table.contains("DOWN") && table.contains("0.00%") && table.contains("connect"),
+        "{table}"
+    );
+    drop(vigil);
+
+    let out = Command::new(VIGIL)
+        .args(["status", "--url", &format!("http://127.0.0.1:{closed}")])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "unreachable has its own exit code");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach vigil at http://127.0.0.1:"));
 }

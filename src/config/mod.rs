@@ -115,6 +115,8 @@ struct Common {
     #[serde(default)]
     labels: BTreeMap<String, String>,
     remediation: Option<Remediation>,
+    #[serde(default)]
+    status_page: ProbePage,
 }
 
 impl Common {
@@ -134,6 +136,7 @@ const PROBE_KEYS: &[&str] = &[
     "retry_delay",
     "labels",
     "remediation",
+    "status_page",
 ];
 /// The subset of [`PROBE_KEYS`] that a `/probe` module may set.
 const MODULE_KEYS: &[&str] = &["timeout", "degraded_after", "down_after", "retries", "retry_delay"];
@@ -146,7 +149,118 @@ const TOP_KEYS: &[&str] = &[
     "concurrency",
     "state_dir",
     "docker",
+    "receiver",
+    "status_page",
+    "history",
 ];
+
+/// A probe's own `status_page:` settings.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProbePage {
+    /// Leave the probe off the status page, `/api/v1/status`, the events and the badges (it is
+    /// still probed and still on `/metrics`).
+    pub hide: bool,
+}
+
+/// `status_page:`: the page at `/` and `/api/v1/status`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatusPage {
+    /// The page's title.
+    pub title: String,
+    /// A banner shown above the probes (maintenance notice and the like).
+    pub message: Option<String>,
+    /// Group the probes by the value of this label (probes without it form their own group).
+    pub group_by: Option<String>,
+    /// Log one summary line per probe this often (level, uptime 24 h, latency); off when unset.
+    #[serde(with = "humantime_serde")]
+    pub log_summary_every: Option<Duration>,
+}
+
+impl Default for StatusPage {
+    fn default() -> Self {
+        Self {
+            title: "vigil".to_string(),
+            message: None,
+            group_by: None,
+            log_summary_every: None,
+        }
+    }
+}
+
+impl StatusPage {
+    fn validate(&self, ctx: &mut BuildContext) {
+        if self.title.trim().is_empty() {
+            ctx.error("status_page.title", "must not be empty");
+        }
+        if let Some(label) = &self.group_by
+            && !valid_label_name(label)
+        {
+            ctx.error(
+                "status_page.group_by",
+                format!("`{label}` is not a valid label name ([a-zA-Z_][a-zA-Z0-9_]*)"),
+            );
+        }
+        if let Some(every) = self.log_summary_every
+            && every < Duration::from_secs(1)
+        {
+            ctx.error("status_page.log_summary_every", "must be at least 1s");
+        }
+    }
+}
+
+/// `history:`: where uptime and latency history is kept, and for how long.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct History {
+    /// SQLite file (created if missing; its folder must exist). Unset: kept in memory only, so
+    /// history starts afresh at every start.
+    pub path: Option<PathBuf>,
+    /// How long single results are kept (the detail view and its latency chart).
+    #[serde(with = "humantime_serde")]
+    pub raw_retention: Duration,
+    /// How long hourly aggregates are kept (uptime over days, the 90-day bar).
+    #[serde(with = "humantime_serde")]
+    pub hourly_retention: Duration,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        Self {
+            path: None,
+            raw_retention: Duration::from_secs(24 * 3600),
+            hourly_retention: Duration::from_secs(90 * 24 * 3600),
+        }
+    }
+}
+
+impl History {
+    fn validate(&mut self, ctx: &mut BuildContext) {
+        if self.raw_retention < Duration::from_secs(60) {
+            ctx.error("history.raw_retention", "must be at least 1m");
+        }
+        if self.hourly_retention < Duration::from_secs(3600) {
+            ctx.error("history.hourly_retention", "must be at least 1h");
+        }
+        if let Some(path) = &self.path {
+            let resolved = ctx.resolve_path(path);
+            let parent = resolved.parent().filter(|p| !p.as_os_str().is_empty());
+            if resolved.is_dir() {
+                ctx.error(
+                    "history.path",
+                    format!("{} is a folder; name a file", resolved.display()),
+                );
+            } else if parent.is_some_and(|p| !p.is_dir()) {
+                ctx.error(
+                    "history.path",
+                    format!("folder {} does not exist", parent.unwrap_or(Path::new(".")).display()),
+                );
+            }
+            self.path = Some(resolved);
+        }
+    }
+}
 
 /// What to do when a probe's alert asks for remediation (carried out by `vigil receiver`).
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq, Hash)]
@@ -231,6 +345,8 @@ pub struct ProbeDef {
     pub remediation: Option<Remediation>,
     /// Freshness kinds: their age thresholds.
     pub freshness: Option<Thresholds>,
+    /// Its status page settings.
+    pub status_page: ProbePage,
     /// Changes whenever anything that defines this probe changes, files it reads included.
     pub fingerprint: u64,
 }
@@ -268,6 +384,10 @@ pub struct Config {
     pub docker: crate::inventory::docker::Config,
     /// `vigil receiver`'s settings, when the config has them.
     pub receiver: Option<Arc<crate::receiver::Settings>>,
+    /// The status page.
+    pub status_page: StatusPage,
+    /// The history store.
+    pub history: History,
 }
 
 /// One problem in a config, with where it is.
@@ -456,15 +576,17 @@ const RESERVED_LABELS: &[&str] = &[
     "probe", "kind", "status", "reason", "phase", "level", "le", "target", "action", "instance", "job",
 ];
 
+fn valid_label_name(name: &str) -> bool {
+    name.chars()
+        .enumerate()
+        .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()))
+        && !name.is_empty()
+}
+
 fn check_labels(ctx: &mut BuildContext, path: &str, labels: &BTreeMap<String, String>) {
     for name in labels.keys() {
         let key = format!("{path}.{name}");
-        let valid = name
-            .chars()
-            .enumerate()
-            .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()))
-            && !name.is_empty();
-        if !valid {
+        if !valid_label_name(name) {
             ctx.error(
                 &key,
                 format!("`{name}` is not a valid label name ([a-zA-Z_][a-zA-Z0-9_]*)"),
@@ -553,6 +675,8 @@ impl Config {
         let mut state_dir = None;
         let mut docker = crate::inventory::docker::Config::default();
         let mut receiver = None;
+        let mut status_page = StatusPage::default();
+        let mut history = History::default();
         for (key, value) in &root {
             match key.as_str() {
                 "defaults" => defaults = ctx.deserialize(value, key).unwrap_or_default(),
@@ -577,6 +701,18 @@ impl Config {
                 "receiver" => {
                     if let Some(spec) = ctx.deserialize::<crate::receiver::Spec>(value, key) {
                         receiver = crate::receiver::build(spec, &mut ctx, key).map(Arc::new);
+                    }
+                }
+                "status_page" => {
+                    if let Some(page) = ctx.deserialize::<StatusPage>(value, key) {
+                        page.validate(&mut ctx);
+                        status_page = page;
+                    }
+                }
+                "history" => {
+                    if let Some(mut h) = ctx.deserialize::<History>(value, key) {
+                        h.validate(&mut ctx);
+                        history = h;
                     }
                 }
                 "probes" | "modules" => {}
@@ -620,6 +756,8 @@ impl Config {
                 state_dir,
                 docker,
                 receiver,
+                status_page,
+                history,
             })
         } else {
             ctx.errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
@@ -783,6 +921,7 @@ fn build_probe(
         target,
         remediation: common.remediation,
         freshness: built.freshness,
+        status_page: common.status_page,
         fingerprint: hasher.finish(),
     })
 }

@@ -204,13 +204,13 @@ impl Snapshot {
     }
 
     fn remove(&mut self, id: &str) {
-        if let Some(container) = self.containers.remove(id) {
-            if let Some(entry) = self.restarts.get_mut(&container.key) {
-                if let Some(count) = entry.current.remove(id) {
-                    entry.gone += count;
-                }
-                entry.last_seen = Some(SystemTime::now());
+        if let Some(container) = self.containers.remove(id)
+            && let Some(entry) = self.restarts.get_mut(&container.key)
+        {
+            if let Some(count) = entry.current.remove(id) {
+                entry.gone += count;
             }
+            entry.last_seen = Some(SystemTime::now());
         }
     }
 

@@ -455,10 +455,10 @@ impl Receiver {
         if let Decision::Suppress(why) = decision {
             return self.suppress(alert, Some(target), why, "");
         }
-        if !self.settings.dry_run {
-            if let Err(why) = self.actions.precondition(target).await {
-                return self.suppress(alert, Some(target), Suppressed::Precondition, &why);
-            }
+        if !self.settings.dry_run
+            && let Err(why) = self.actions.precondition(target).await
+        {
+            return self.suppress(alert, Some(target), Suppressed::Precondition, &why);
         }
         {
             let mut history = self.history.lock().unwrap_or_else(PoisonError::into_inner);

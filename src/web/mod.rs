@@ -1,14 +1,17 @@
-//! HTTP endpoints: `/metrics`, `/probe`, `/-/healthy`, `/-/ready`, `/-/reload` and `/`.
+//! HTTP endpoints: `/metrics`, `/probe`, `/-/healthy`, `/-/ready`, `/-/reload`, and the status
+//! page with its API (`/`, `/api/v1/...`, `/badge/...`).
 
+pub mod badge;
 mod blackbox;
 pub mod listener;
+mod page;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
@@ -20,7 +23,7 @@ use crate::probe::heartbeat::Beat;
 /// The exporter's routes.
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
-        .route("/", get(index))
+        .merge(page::routes())
         .route("/metrics", get(metrics_handler))
         .route("/probe", get(probe_handler))
         .route("/-/healthy", get(|| async { "Healthy\n" }))
@@ -177,25 +180,6 @@ async fn reload_handler(State(app): State<Arc<App>>) -> Response {
             .into_response(),
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "reload failed\n").into_response(),
     }
-}
-
-async fn index(State(app): State<Arc<App>>) -> Html<String> {
-    let config = app.config();
-    let modules: Vec<String> = config
-        .modules
-        .keys()
-        .map(|m| format!("<li><code>{}</code></li>", escape(m)))
-        .collect();
-    Html(format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>vigil</title></head><body>\
-         <h1>vigil {}</h1><p>{} probes from {}.</p>\
-         <ul><li><a href=\"/metrics\">/metrics</a></li><li><a href=\"/-/healthy\">/-/healthy</a></li></ul>\
-         <p>Modules for <code>/probe?module=NAME&amp;target=URL</code>:</p><ul>{}</ul></body></html>",
-        env!("CARGO_PKG_VERSION"),
-        config.probes.len(),
-        escape(&config.source.to_string()),
-        modules.join("")
-    ))
 }
 
 /// Escapes text for HTML.
