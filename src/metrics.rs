@@ -102,11 +102,11 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
                 .and_then(|t| t.rsplit(' ').next());
             let (name, kind) = rename(name, kind.unwrap_or("untyped"));
             let _ = writeln!(out, "# HELP {name}{help}");
-            if let Some(next) = lines.peek() {
-                if next.starts_with("# TYPE ") {
-                    lines.next();
-                    let _ = writeln!(out, "# TYPE {name} {kind}");
-                }
+            if let Some(next) = lines.peek()
+                && next.starts_with("# TYPE ")
+            {
+                lines.next();
+                let _ = writeln!(out, "# TYPE {name} {kind}");
             }
             continue;
         }

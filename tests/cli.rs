@@ -168,10 +168,10 @@ impl Running {
         let sink = logs.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) {
-                    if event["message"] == "listening" {
-                        let _ = tx.send(event["address"].as_str().unwrap_or_default().to_string());
-                    }
+                if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
+                    && event["message"] == "listening"
+                {
+                    let _ = tx.send(event["address"].as_str().unwrap_or_default().to_string());
                 }
                 sink.lock().unwrap().push(line);
             }

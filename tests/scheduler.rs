@@ -62,7 +62,7 @@ async fn retries_are_made_and_counted() {
         get(move || {
             let n = counter.fetch_add(1, Ordering::SeqCst);
             async move {
-                if n % 2 == 0 {
+                if n.is_multiple_of(2) {
                     StatusCode::INTERNAL_SERVER_ERROR
                 } else {
                     StatusCode::OK

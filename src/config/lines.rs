@@ -89,13 +89,13 @@ impl MarkedEventReceiver for Walker {
         let line = mark.line();
         match event {
             Event::Scalar(value, ..) => {
-                if let Some(Frame::Map { expecting_key }) = self.frames.last_mut() {
-                    if *expecting_key {
-                        *expecting_key = false;
-                        self.path.push(value);
-                        self.record(line);
-                        return;
-                    }
+                if let Some(Frame::Map { expecting_key }) = self.frames.last_mut()
+                    && *expecting_key
+                {
+                    *expecting_key = false;
+                    self.path.push(value);
+                    self.record(line);
+                    return;
                 }
                 self.begin_value(line);
                 self.end_value();

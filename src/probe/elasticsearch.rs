@@ -118,10 +118,10 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) 
             "a data stream's maximum_timestamp cannot be filtered; remove `query` or `data_stream`",
         );
     }
-    if let Some(query) = &spec.query {
-        if !query.is_object() {
-            ctx.error(&key("query"), "must be a Query DSL object, e.g. {term: {device: gw-7}}");
-        }
+    if let Some(query) = &spec.query
+        && !query.is_object()
+    {
+        ctx.error(&key("query"), "must be a Query DSL object, e.g. {term: {device: gw-7}}");
     }
     let mut headers = vec![(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))];
     match (&spec.basic_auth, &spec.api_key) {

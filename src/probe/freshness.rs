@@ -30,18 +30,18 @@ pub(crate) fn thresholds(
         ctx.error(&format!("{path}.max_age"), "must be greater than 0");
         return None;
     }
-    if let Some(warn) = warn_age {
-        if warn >= max_age {
-            ctx.error(
-                &format!("{path}.warn_age"),
-                format!(
-                    "warn_age ({}) must be below max_age ({})",
-                    humantime::format_duration(warn),
-                    humantime::format_duration(max_age)
-                ),
-            );
-            return None;
-        }
+    if let Some(warn) = warn_age
+        && warn >= max_age
+    {
+        ctx.error(
+            &format!("{path}.warn_age"),
+            format!(
+                "warn_age ({}) must be below max_age ({})",
+                humantime::format_duration(warn),
+                humantime::format_duration(max_age)
+            ),
+        );
+        return None;
     }
     Some(Thresholds { max_age, warn_age })
 }
@@ -66,11 +66,11 @@ pub fn assess(newest: Option<SystemTime>, thresholds: &Thresholds, now: SystemTi
         );
         return Checked::down(Reason::Stale, detail, obs);
     }
-    if let Some(warn) = thresholds.warn_age {
-        if age > warn {
-            let detail = format!("newest record is {} old (warn_age {})", show(age), show(warn));
-            return Checked::failed(Level::Degraded, Reason::Stale, detail, obs);
-        }
+    if let Some(warn) = thresholds.warn_age
+        && age > warn
+    {
+        let detail = format!("newest record is {} old (warn_age {})", show(age), show(warn));
+        return Checked::failed(Level::Degraded, Reason::Stale, detail, obs);
     }
     Checked::up(obs)
 }

@@ -159,10 +159,10 @@ impl Beats {
 
     /// Records a beat and, with a file, writes it before returning.
     pub fn record(&self, name: &str, mut beat: Beat) -> std::io::Result<()> {
-        if let Some(message) = &mut beat.message {
-            if let Some((cut, _)) = message.char_indices().nth(200) {
-                message.truncate(cut);
-            }
+        if let Some(message) = &mut beat.message
+            && let Some((cut, _)) = message.char_indices().nth(200)
+        {
+            message.truncate(cut);
         }
         let mut beats = self.beats.lock().unwrap_or_else(PoisonError::into_inner);
         beats.insert(name.to_string(), beat);

@@ -285,10 +285,10 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) 
             Err(_) => ctx.error(&hkey, "the header value holds characters a header cannot carry"),
         }
     }
-    if let Some(auth) = &spec.basic_auth {
-        if let Some(value) = basic_auth_header(auth, ctx, &key("basic_auth.password")) {
-            headers.push((header::AUTHORIZATION, value));
-        }
+    if let Some(auth) = &spec.basic_auth
+        && let Some(value) = basic_auth_header(auth, ctx, &key("basic_auth.password"))
+    {
+        headers.push((header::AUTHORIZATION, value));
     }
     if let Some(source) = &spec.bearer_token {
         if spec.basic_auth.is_some() {
@@ -746,14 +746,14 @@ fn json_holds(rule: &CompiledJson, document: &serde_json::Value) -> Result<(), S
     }
     let c = &rule.condition;
     let path = &rule.path;
-    if let Some(expected) = c.exists {
-        if expected != found.is_some() {
-            return Err(if expected {
-                format!("`{path}` is missing")
-            } else {
-                format!("`{path}` exists")
-            });
-        }
+    if let Some(expected) = c.exists
+        && expected != found.is_some()
+    {
+        return Err(if expected {
+            format!("`{path}` is missing")
+        } else {
+            format!("`{path}` exists")
+        });
     }
     let needs_value = c.equals.is_some()
         || c.not_equals.is_some()
@@ -771,15 +771,15 @@ fn json_holds(rule: &CompiledJson, document: &serde_json::Value) -> Result<(), S
         (Some(x), Some(y)) => x == y,
         _ => a == b,
     };
-    if let Some(expected) = &c.equals {
-        if !same(value, expected) {
-            return Err(format!("`{path}` is {}, expected {}", show(value), show(expected)));
-        }
+    if let Some(expected) = &c.equals
+        && !same(value, expected)
+    {
+        return Err(format!("`{path}` is {}, expected {}", show(value), show(expected)));
     }
-    if let Some(unwanted) = &c.not_equals {
-        if same(value, unwanted) {
-            return Err(format!("`{path}` is {}", show(value)));
-        }
+    if let Some(unwanted) = &c.not_equals
+        && same(value, unwanted)
+    {
+        return Err(format!("`{path}` is {}", show(value)));
     }
     if let Some(pattern) = &c.matches {
         let text = match value {
