@@ -7,6 +7,7 @@ use prometheus_client::registry::Registry;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, ConfigErrors};
+use crate::inventory::kubernetes;
 use crate::metrics::{self, ReloadMetrics};
 use crate::probe::heartbeat::Beats;
 use crate::probe::{CheckContext, Kind};
@@ -24,6 +25,7 @@ pub struct App {
     reload_metrics: ReloadMetrics,
     config: RwLock<Arc<Config>>,
     scheduler: Scheduler,
+    kubernetes: kubernetes::Inventory,
     reloading: Mutex<()>,
 }
 
@@ -35,7 +37,10 @@ impl App {
         let state = Arc::new(State::default());
         let reload_metrics = ReloadMetrics::default();
         reload_metrics.record(true);
-        let registry = metrics::registry(state.clone(), &reload_metrics);
+        let mut registry = metrics::registry(state.clone(), &reload_metrics);
+        let kubernetes = kubernetes::Inventory::new();
+        registry.register_collector(kubernetes.collector());
+        kubernetes.apply(&config.kubernetes);
         let scheduler = Scheduler::new(state.clone(), context.clone(), shard);
         let applied = scheduler.apply(&config);
         forget_removed_heartbeats(&context, &config);
@@ -47,6 +52,7 @@ impl App {
             reload_metrics,
             config: RwLock::new(Arc::new(config)),
             scheduler,
+            kubernetes,
             reloading: Mutex::new(()),
         }))
     }
@@ -67,6 +73,8 @@ impl App {
                     warn!("state_dir changed: the new folder is used from the next restart");
                 }
                 let applied = self.scheduler.apply(&config);
+                // Restarts the watchers only when the section changed; restart totals carry on.
+                self.kubernetes.apply(&config.kubernetes);
                 forget_removed_heartbeats(&self.context, &config);
                 *self.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(config);
                 self.reload_metrics.record(true);
@@ -87,9 +95,10 @@ impl App {
         }
     }
 
-    /// Stops every probe.
+    /// Stops every probe and watcher.
     pub fn stop(&self) {
         self.scheduler.stop();
+        self.kubernetes.stop();
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod config;
+pub mod inventory;
 pub mod metrics;
 pub mod once;
 pub mod probe;

@@ -138,7 +138,15 @@ const PROBE_KEYS: &[&str] = &[
 /// The subset of [`PROBE_KEYS`] that a `/probe` module may set.
 const MODULE_KEYS: &[&str] = &["timeout", "degraded_after", "down_after", "retries", "retry_delay"];
 /// Top-level keys.
-const TOP_KEYS: &[&str] = &["defaults", "labels", "probes", "modules", "concurrency", "state_dir"];
+const TOP_KEYS: &[&str] = &[
+    "defaults",
+    "labels",
+    "probes",
+    "modules",
+    "concurrency",
+    "state_dir",
+    "kubernetes",
+];
 
 /// What to do when a probe's alert asks for remediation (carried out by `vigil receiver`).
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq, Hash)]
@@ -256,6 +264,8 @@ pub struct Config {
     pub concurrency: usize,
     /// Where vigil keeps state across restarts (heartbeats); `None`: in memory only.
     pub state_dir: Option<PathBuf>,
+    /// The Kubernetes inventory (disabled unless the `kubernetes:` section enables it).
+    pub kubernetes: crate::inventory::kubernetes::Config,
 }
 
 /// One problem in a config, with where it is.
@@ -539,6 +549,7 @@ impl Config {
         let mut global_labels = BTreeMap::new();
         let mut concurrency = 512usize;
         let mut state_dir = None;
+        let mut kubernetes = crate::inventory::kubernetes::Config::default();
         for (key, value) in &root {
             match key.as_str() {
                 "defaults" => defaults = ctx.deserialize(value, key).unwrap_or_default(),
@@ -553,6 +564,9 @@ impl Config {
                 },
                 "state_dir" => {
                     state_dir = ctx.deserialize::<PathBuf>(value, key).map(|dir| ctx.resolve_path(&dir));
+                }
+                "kubernetes" => {
+                    kubernetes = crate::inventory::kubernetes::Config::build(&mut ctx, key, value).unwrap_or_default();
                 }
                 "probes" | "modules" => {}
                 other => ctx.error(
@@ -593,6 +607,7 @@ impl Config {
                 modules,
                 concurrency,
                 state_dir,
+                kubernetes,
             })
         } else {
             ctx.errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));

@@ -1,0 +1,3 @@
+//! Inventories: what runs (Kubernetes workloads), watched live and encoded at scrape time.
+
+pub mod kubernetes;
