@@ -171,11 +171,14 @@ impl Inventory {
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         let before = running.as_ref().map(|r| &r.config);
         if !config.enabled {
-            let Some(old) = running.take() else { return false };
-            old.task.abort();
-            self.lock().disable();
-            info!("Kubernetes inventory stopped");
-            return true;
+            let was_running = running.take().map(|old| old.task.abort()).is_some();
+            let mut snapshot = self.lock();
+            let was_enabled = snapshot.enabled();
+            if was_enabled {
+                snapshot.disable();
+                info!("Kubernetes inventory stopped");
+            }
+            return was_running || was_enabled;
         }
         if before == Some(config) {
             return false;
