@@ -10,6 +10,7 @@ use tracing::{error, info, warn};
 use crate::config::{Config, ConfigErrors};
 use crate::history::History;
 use crate::inventory::docker::{self, DockerCollector};
+use crate::inventory::kubernetes;
 use crate::live;
 use crate::metrics::{self, ReloadMetrics};
 use crate::probe::heartbeat::Beats;
@@ -32,6 +33,7 @@ pub struct App {
     /// Containers, kept across reloads so restart totals keep counting.
     pub docker: Arc<docker::Inventory>,
     docker_watcher: Mutex<Option<docker::Watcher>>,
+    kubernetes: kubernetes::Inventory,
     reload_metrics: ReloadMetrics,
     config: RwLock<Arc<Config>>,
     scheduler: Scheduler,
@@ -52,6 +54,9 @@ impl App {
         let docker = Arc::new(docker::Inventory::default());
         registry.register_collector(Box::new(DockerCollector(docker.clone())));
         let docker_watcher = docker.watch(&config.docker);
+        let kubernetes = kubernetes::Inventory::new();
+        registry.register_collector(kubernetes.collector());
+        kubernetes.apply(&config.kubernetes);
         let history = History::open(&config.history);
         let live = live::channel();
         let sinks = Sinks {
@@ -70,6 +75,7 @@ impl App {
             live,
             docker,
             docker_watcher: Mutex::new(docker_watcher),
+            kubernetes,
             reload_metrics,
             config: RwLock::new(Arc::new(config)),
             scheduler,
@@ -112,6 +118,8 @@ impl App {
                     *watcher = None;
                     *watcher = self.docker.watch(&config.docker);
                 }
+                // Restarts the watchers only when the section changed; totals are kept.
+                self.kubernetes.apply(&config.kubernetes);
                 *self.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(config);
                 self.reload_metrics.record(true);
                 info!(
@@ -147,6 +155,7 @@ impl App {
         self.begin_shutdown();
         self.scheduler.stop();
         *self.docker_watcher.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        self.kubernetes.stop();
     }
 
     /// Stops every probe and writes the history still buffered to the store.

@@ -152,6 +152,7 @@ const TOP_KEYS: &[&str] = &[
     "receiver",
     "status_page",
     "history",
+    "kubernetes",
 ];
 
 /// A probe's own `status_page:` settings.
@@ -388,6 +389,8 @@ pub struct Config {
     pub status_page: StatusPage,
     /// The history store.
     pub history: History,
+    /// The Kubernetes inventory (disabled unless the `kubernetes:` section enables it).
+    pub kubernetes: crate::inventory::kubernetes::Config,
 }
 
 /// One problem in a config, with where it is.
@@ -677,6 +680,7 @@ impl Config {
         let mut receiver = None;
         let mut status_page = StatusPage::default();
         let mut history = History::default();
+        let mut kubernetes = crate::inventory::kubernetes::Config::default();
         for (key, value) in &root {
             match key.as_str() {
                 "defaults" => defaults = ctx.deserialize(value, key).unwrap_or_default(),
@@ -714,6 +718,9 @@ impl Config {
                         h.validate(&mut ctx);
                         history = h;
                     }
+                }
+                "kubernetes" => {
+                    kubernetes = crate::inventory::kubernetes::Config::build(&mut ctx, key, value).unwrap_or_default();
                 }
                 "probes" | "modules" => {}
                 other => ctx.error(
@@ -758,6 +765,7 @@ impl Config {
                 receiver,
                 status_page,
                 history,
+                kubernetes,
             })
         } else {
             ctx.errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));

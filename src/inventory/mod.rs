@@ -2,3 +2,4 @@
 //! encodes the snapshot at scrape time, so what vanishes vanishes from `/metrics`.
 
 pub mod docker;
+pub mod kubernetes;
