@@ -63,6 +63,9 @@ pub struct Spec {
     /// Kubernetes: do not restart when fewer than this share of replicas is available (default 0.5).
     #[serde(default = "default_ratio")]
     pub min_available_ratio: f64,
+    /// Kubernetes actions: kubeconfig and leader election.
+    #[serde(default)]
+    pub kubernetes: actions::KubernetesSpec,
     /// The WhatsApp relay.
     pub whatsapp: Option<relay::Spec>,
 }
@@ -101,6 +104,7 @@ pub struct Settings {
     pub guards: Guards,
     /// Kubernetes precondition.
     pub min_available_ratio: f64,
+    kubernetes: actions::KubernetesSpec,
     relay: Option<relay::Relay>,
 }
 
@@ -135,6 +139,11 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str) -> Option<Se
             ctx.error(&key(name), "max and per must be greater than 0");
         }
     }
+    if let Some(lease) = &spec.kubernetes.leader_election {
+        if lease.duration < Duration::from_secs(5) {
+            ctx.error(&key("kubernetes.leader_election.duration"), "must be at least 5s");
+        }
+    }
     if !(0.0..=1.0).contains(&spec.min_available_ratio) {
         ctx.error(&key("min_available_ratio"), "must be between 0 and 1");
     }
@@ -154,6 +163,7 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str) -> Option<Se
             delay: spec.delay,
         },
         min_available_ratio: spec.min_available_ratio,
+        kubernetes: spec.kubernetes,
         relay,
     })
 }
@@ -228,6 +238,11 @@ impl Receiver {
     /// Starts the receiver for `config` (which must have a `receiver:` section): reads its state
     /// file and spawns the worker that acts on deliveries. Must run inside a Tokio runtime.
     pub fn start(config: &Config) -> crate::Result<Arc<Receiver>> {
+        Self::start_with(config, None)
+    }
+
+    /// [`Receiver::start`] with a given Kubernetes client (tests use a mock API server).
+    pub fn start_with(config: &Config, kube: Option<kube::Client>) -> crate::Result<Arc<Receiver>> {
         let settings = config.receiver.clone().ok_or_else(|| {
             crate::Error::State(format!(
                 "{}: no `receiver:` section; vigil receiver needs one",
@@ -270,7 +285,17 @@ impl Receiver {
         );
         let (queue, deliveries) = mpsc::channel(1024);
         let receiver = Arc::new(Receiver {
-            actions: actions::Actions::new(config.docker.address()),
+            actions: {
+                let actions = actions::Actions::new(
+                    config.docker.address(),
+                    settings.kubernetes.clone(),
+                    settings.min_available_ratio,
+                );
+                match kube {
+                    Some(client) => actions.with_client(client),
+                    None => actions,
+                }
+            },
             settings,
             by_probe,
             by_container,
@@ -282,6 +307,12 @@ impl Receiver {
             queue,
         });
         tokio::spawn(work(receiver.clone(), deliveries));
+        let weak = Arc::downgrade(&receiver);
+        tokio::spawn(async move {
+            if let Some(receiver) = weak.upgrade() {
+                receiver.actions.hold_lease().await;
+            }
+        });
         info!(
             dry_run = receiver.settings.dry_run,
             targets = receiver.by_probe.len(),
@@ -454,6 +485,18 @@ impl Receiver {
         );
         if let Decision::Suppress(why) = decision {
             return self.suppress(alert, Some(target), why, "");
+        }
+        match self.actions.may_act().await {
+            Ok(true) => {}
+            Ok(false) => {
+                return self.suppress(
+                    alert,
+                    Some(target),
+                    Suppressed::NotLeader,
+                    "another replica holds the Lease",
+                );
+            }
+            Err(e) => return self.suppress(alert, Some(target), Suppressed::NotLeader, &e),
         }
         if !self.settings.dry_run
             && let Err(why) = self.actions.precondition(target).await

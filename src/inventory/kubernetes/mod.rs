@@ -5,7 +5,7 @@
 
 mod collector;
 pub mod snapshot;
-mod watch;
+pub(crate) mod watch;
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::PathBuf;

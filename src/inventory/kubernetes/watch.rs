@@ -140,8 +140,13 @@ pub async fn run(snapshot: Arc<Mutex<Snapshot>>, generation: u64, config: Config
 
 /// Builds a client the way the config says.
 async fn build_client(config: &Config) -> Result<Client, String> {
+    client_from(config.kubeconfig.as_deref()).await
+}
+
+/// A client from `kubeconfig`, or else the in-cluster config, or else the default kubeconfig.
+pub(crate) async fn client_from(kubeconfig: Option<&std::path::Path>) -> Result<Client, String> {
     let options = kube::config::KubeConfigOptions::default();
-    let kube_config = match &config.kubeconfig {
+    let kube_config = match kubeconfig {
         Some(path) => {
             let file = kube::config::Kubeconfig::read_from(path).map_err(|e| e.to_string())?;
             kube::Config::from_custom_kubeconfig(file, &options)
