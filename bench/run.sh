@@ -42,7 +42,6 @@ missing=()
 need() { command -v "$1" >/dev/null 2>&1 || missing+=("$1 (Debian package: $2)"); }
 need python3 python3
 need curl curl
-need getconf libc-bin
 need nginx nginx
 need wrk wrk
 want blackbox && need prometheus-blackbox-exporter prometheus-blackbox-exporter

@@ -139,10 +139,10 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str) -> Option<Se
             ctx.error(&key(name), "max and per must be greater than 0");
         }
     }
-    if let Some(lease) = &spec.kubernetes.leader_election {
-        if lease.duration < Duration::from_secs(5) {
-            ctx.error(&key("kubernetes.leader_election.duration"), "must be at least 5s");
-        }
+    if let Some(lease) = &spec.kubernetes.leader_election
+        && lease.duration < Duration::from_secs(5)
+    {
+        ctx.error(&key("kubernetes.leader_election.duration"), "must be at least 5s");
     }
     if !(0.0..=1.0).contains(&spec.min_available_ratio) {
         ctx.error(&key("min_available_ratio"), "must be between 0 and 1");
