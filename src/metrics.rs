@@ -3,7 +3,7 @@
 
 use std::fmt::{self, Write};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::time::SystemTime;
 
 use prometheus_client::collector::Collector;
@@ -74,53 +74,132 @@ pub fn registry(state: Arc<State>, reload: &ReloadMetrics) -> Registry {
 /// Encodes `registry` in OpenMetrics text, or in the classic Prometheus text format when
 /// `openmetrics` is false (for clients such as `promtool check metrics` that ask for it).
 pub fn encode(registry: &Registry, openmetrics: bool) -> Result<String, fmt::Error> {
-    let mut text = String::with_capacity(64 * 1024);
-    prometheus_client::encoding::text::encode(&mut text, registry)?;
-    if openmetrics {
-        Ok(text)
-    } else {
-        Ok(to_prometheus_text(&text))
-    }
+    encode_sized(registry, openmetrics, &AtomicUsize::new(0))
 }
 
-/// Rewrites OpenMetrics text as Prometheus text 0.0.4: counters and infos are named after their
-/// samples (`_total`, `_info`), infos become gauges, `# UNIT` and `# EOF` go.
+/// [`encode`], with `size_hint` remembering the last rendering's size so that a large page is
+/// allocated once instead of grown (and copied) step by step.
+pub fn encode_sized(registry: &Registry, openmetrics: bool, size_hint: &AtomicUsize) -> Result<String, fmt::Error> {
+    let capacity = size_hint.load(Ordering::Relaxed).max(64 * 1024);
+    let mut text = String::with_capacity(capacity + capacity / 8);
+    if openmetrics {
+        prometheus_client::encoding::text::encode(&mut text, registry)?;
+    } else {
+        let mut classic = ClassicText {
+            out: &mut text,
+            line: String::new(),
+            help: None,
+            state: Line::Start,
+        };
+        prometheus_client::encoding::text::encode(&mut classic, registry)?;
+    }
+    size_hint.store(text.len(), Ordering::Relaxed);
+    Ok(text)
+}
+
+/// Rewrites OpenMetrics text as Prometheus text 0.0.4 (see [`ClassicText`]).
 pub fn to_prometheus_text(openmetrics: &str) -> String {
     let mut out = String::with_capacity(openmetrics.len());
-    let mut lines = openmetrics.lines().peekable();
-    while let Some(line) = lines.next() {
-        if line.starts_with("# UNIT ") || line == "# EOF" {
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix("# HELP ") {
-            // HELP precedes TYPE; look ahead to learn the family's type.
-            let name = rest.split(' ').next().unwrap_or_default();
-            let help = &rest[name.len()..];
-            let kind = lines
-                .peek()
-                .and_then(|l| l.strip_prefix("# TYPE "))
-                .and_then(|t| t.rsplit(' ').next());
-            let (name, kind) = rename(name, kind.unwrap_or("untyped"));
-            let _ = writeln!(out, "# HELP {name}{help}");
-            if let Some(next) = lines.peek()
-                && next.starts_with("# TYPE ")
-            {
-                lines.next();
-                let _ = writeln!(out, "# TYPE {name} {kind}");
+    let mut classic = ClassicText {
+        out: &mut out,
+        line: String::new(),
+        help: None,
+        state: Line::Start,
+    };
+    let _ = classic.write_str(openmetrics);
+    out
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Line {
+    Start,
+    Sample,
+    Comment,
+}
+
+/// A writer that turns OpenMetrics text into Prometheus text 0.0.4 as it is written: counters and
+/// infos are named after their samples (`_total`, `_info`), infos become gauges, `# UNIT` and
+/// `# EOF` go. Sample lines are identical in both formats and pass straight through; only comment
+/// lines are held, one at a time, so no second copy of the page is made.
+struct ClassicText<'a> {
+    out: &'a mut String,
+    line: String,
+    /// A `# HELP` line waits for the `# TYPE` line after it, which says how to rename it.
+    help: Option<String>,
+    state: Line,
+}
+
+impl ClassicText<'_> {
+    fn comment(&mut self) {
+        let line = std::mem::take(&mut self.line);
+        if line.starts_with("# HELP ") {
+            if let Some(held) = self.help.replace(line) {
+                self.out.push_str(&held);
+                self.out.push('\n');
             }
-            continue;
+            return;
         }
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let mut parts = rest.split(' ');
             let (name, kind) = (parts.next().unwrap_or_default(), parts.next().unwrap_or("untyped"));
-            let (name, kind) = rename(name, kind);
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            continue;
+            let (new_name, kind) = rename(name, kind);
+            if let Some(help) = self.help.take() {
+                match help.strip_prefix("# HELP ").and_then(|h| h.strip_prefix(name)) {
+                    Some(text) => {
+                        let _ = writeln!(self.out, "# HELP {new_name}{text}");
+                    }
+                    None => {
+                        self.out.push_str(&help);
+                        self.out.push('\n');
+                    }
+                }
+            }
+            let _ = writeln!(self.out, "# TYPE {new_name} {kind}");
+        } else if !(line.starts_with("# UNIT ") || line == "# EOF") {
+            self.out.push_str(&line);
+            self.out.push('\n');
         }
-        out.push_str(line);
-        out.push('\n');
+        self.line = line;
+        self.line.clear();
     }
-    out
+}
+
+impl Write for ClassicText<'_> {
+    fn write_str(&mut self, mut s: &str) -> fmt::Result {
+        while !s.is_empty() {
+            if self.state == Line::Start {
+                self.state = if s.starts_with('#') {
+                    Line::Comment
+                } else {
+                    Line::Sample
+                };
+            }
+            let end = s.find('\n');
+            let (part, rest, done) = match end {
+                Some(i) => (&s[..i], &s[i + 1..], true),
+                None => (s, "", false),
+            };
+            match self.state {
+                Line::Sample => {
+                    self.out.push_str(part);
+                    if done {
+                        self.out.push('\n');
+                    }
+                }
+                _ => {
+                    self.line.push_str(part);
+                    if done {
+                        self.comment();
+                    }
+                }
+            }
+            if done {
+                self.state = Line::Start;
+            }
+            s = rest;
+        }
+        Ok(())
+    }
 }
 
 fn rename(name: &str, kind: &str) -> (String, &'static str) {
@@ -440,5 +519,30 @@ impl Collector for ProbeCollector {
             },
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OPENMETRICS: &str = "# HELP a_seconds A help.\n# TYPE a_seconds gauge\n# UNIT a_seconds seconds\na_seconds{x=\"#1\"} 1.0\n# HELP b Runs.\n# TYPE b counter\nb_total 3\n# HELP c Info.\n# TYPE c info\nc_info{version=\"1\"} 1\n# EOF\n";
+    const CLASSIC: &str = "# HELP a_seconds A help.\n# TYPE a_seconds gauge\na_seconds{x=\"#1\"} 1.0\n# HELP b_total Runs.\n# TYPE b_total counter\nb_total 3\n# HELP c_info Info.\n# TYPE c_info gauge\nc_info{version=\"1\"} 1\n";
+
+    #[test]
+    fn classic_text_whatever_the_chunks() {
+        assert_eq!(to_prometheus_text(OPENMETRICS), CLASSIC);
+        // Written a character at a time, as an encoder may split its writes anywhere.
+        let mut out = String::new();
+        let mut classic = ClassicText {
+            out: &mut out,
+            line: String::new(),
+            help: None,
+            state: Line::Start,
+        };
+        for c in OPENMETRICS.chars() {
+            classic.write_char(c).expect("write");
+        }
+        assert_eq!(out, CLASSIC);
     }
 }

@@ -44,7 +44,7 @@ fn wants_openmetrics(headers: &HeaderMap) -> bool {
 
 async fn metrics_handler(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     let openmetrics = wants_openmetrics(&headers);
-    match metrics::encode(&app.registry, openmetrics) {
+    match metrics::encode_sized(&app.registry, openmetrics, &app.metrics_size) {
         Ok(body) => {
             let content_type = if openmetrics {
                 metrics::OPENMETRICS
