@@ -161,6 +161,15 @@ impl History {
     /// Opens the store described by `config` in a background task (which reads the stored
     /// history back into memory before it writes anything). Must run inside a Tokio runtime.
     pub fn open(config: &config::History) -> Arc<History> {
+        // Without a file nothing survives a restart, so the store only serves recent runs to the
+        // detail view: keep 15 minutes of them and no more than two hours of aggregates (the page's
+        // uptime figures come from memory), or a large config would grow without bound.
+        let mut config = config.clone();
+        if config.path.is_none() {
+            config.raw_retention = config.raw_retention.min(Duration::from_secs(15 * 60));
+            config.hourly_retention = config.hourly_retention.min(Duration::from_secs(2 * 3600));
+        }
+        let config = &config;
         let (sender, receiver) = mpsc::channel(QUEUE);
         let (ready_tx, ready) = watch::channel(Readiness::Opening);
         let pool = store::pool(config.path.as_deref());
