@@ -325,6 +325,11 @@ DEGR_RE = re.compile(r'^vigil_probe_status\{[^}]*status="degraded"[^}]*\} 1(\.0)
 SUCC_RE = re.compile(r"^vigil_probe_success\{[^}]*\} 1(\.0)?$", re.M)
 
 
+# What Prometheus 2.x sends when it scrapes.
+PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+                     "text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
+
+
 def scrape(url):
     _, body = http_get(url, timeout=30)
     return body.decode("utf-8", "replace")
@@ -352,10 +357,14 @@ def cmd_selfsched(a):
         why = "no vigil_probe_runs_total series" if nseries == 0 else "vigil_probe_runs_total did not move"
         runs = a.n * wall / interval_s
         runs_source = f"ESTIMATED as N*window/{a.interval}: {why}"
-    # scrape timings with curl, as Prometheus would see them (one connection per scrape)
+    # scrape timings with curl, as Prometheus would see them (one connection per scrape, and
+    # Prometheus' own Accept header, which asks for OpenMetrics; BENCH_SCRAPE_ACCEPT overrides it,
+    # e.g. BENCH_SCRAPE_ACCEPT=text/plain for the classic format)
+    accept = os.environ.get("BENCH_SCRAPE_ACCEPT", PROMETHEUS_ACCEPT)
     times, sizes = [], []
     for _ in range(a.scrapes):
-        out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{time_total} %{size_download}",
+        out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-H", f"Accept: {accept}",
+                              "-w", "%{http_code} %{time_total} %{size_download}",
                               a.metrics_url], capture_output=True, text=True, check=True).stdout.split()
         if out[0] != "200":
             print(f"/metrics answered HTTP {out[0]}", file=sys.stderr)

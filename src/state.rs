@@ -1,7 +1,7 @@
 //! Per-probe state: counters, the last outcome, recent history and the latency histogram.
 //! Written by the scheduler, read by `/metrics` (and later pages) at scrape time.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -80,22 +80,6 @@ pub struct ProbeMeta {
     pub freshness: Option<Thresholds>,
 }
 
-/// How many recent outcomes each probe keeps.
-pub const RECENT: usize = 120;
-
-/// A recent outcome, kept small.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Brief {
-    /// When.
-    pub at: SystemTime,
-    /// Level.
-    pub level: Level,
-    /// Latency.
-    pub duration: Duration,
-    /// Reason, when not UP.
-    pub reason: Option<Reason>,
-}
-
 /// Everything vigil knows about one probe.
 #[derive(Debug)]
 pub struct ProbeState {
@@ -115,8 +99,6 @@ pub struct ProbeState {
     pub consecutive_failures: u64,
     /// Latency histogram.
     pub histogram: Histogram,
-    /// Most recent outcomes, oldest first.
-    pub recent: VecDeque<Brief>,
 }
 
 impl ProbeState {
@@ -130,7 +112,6 @@ impl ProbeState {
             last_success: None,
             consecutive_failures: 0,
             histogram: Histogram::default(),
-            recent: VecDeque::with_capacity(RECENT),
         }
     }
 
@@ -149,15 +130,6 @@ impl ProbeState {
             self.consecutive_failures = 0;
             self.last_success = Some(outcome.at);
         }
-        if self.recent.len() == RECENT {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(Brief {
-            at: outcome.at,
-            level: outcome.level,
-            duration: outcome.duration,
-            reason: outcome.reason,
-        });
         self.last.replace(outcome).map(|previous| previous.level)
     }
 }
