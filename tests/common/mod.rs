@@ -161,8 +161,8 @@ pub fn promtool_check_metrics(text: &str) {
     );
 }
 
-/// A running `vigil run` on 127.0.0.1 (port 0), logging JSON; stopped (SIGKILL) when dropped,
-/// also when the test panics.
+/// A running `vigil run` or `vigil receiver` on 127.0.0.1, logging JSON; stopped (SIGKILL) when
+/// dropped, also when the test panics.
 pub struct Running {
     pub child: Child,
     logs: Arc<Mutex<Vec<String>>>,
@@ -170,12 +170,24 @@ pub struct Running {
 }
 
 impl Running {
+    /// `vigil run --config <config> <extra>` on 127.0.0.1 port 0.
     pub fn start(config: &std::path::Path, extra: &[&str]) -> Running {
+        Running::spawn("run", "listening", "127.0.0.1:0", config, extra)
+    }
+
+    /// `vigil receiver --config <config>` on `listen` (`127.0.0.1:0`, or a port it had before).
+    pub fn receiver(config: &std::path::Path, listen: &str) -> Running {
+        Running::spawn("receiver", "receiver listening", listen, config, &[])
+    }
+
+    /// Starts `vigil <command>` and waits (10 s at most) for its log line `ready`, which carries
+    /// the address it listens on.
+    fn spawn(command: &str, ready: &'static str, listen: &str, config: &std::path::Path, extra: &[&str]) -> Running {
         let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
             .args([
-                "run",
+                command,
                 "--web.listen-address",
-                "127.0.0.1:0",
+                listen,
                 "--log.format",
                 "json",
                 "--config",
@@ -193,7 +205,7 @@ impl Running {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
-                    && event["message"] == "listening"
+                    && event["message"] == ready
                 {
                     let _ = tx.send(event["address"].as_str().unwrap_or_default().to_string());
                 }
@@ -202,7 +214,7 @@ impl Running {
         });
         let address = rx
             .recv_timeout(Duration::from_secs(10))
-            .expect("vigil did not start listening");
+            .unwrap_or_else(|_| panic!("vigil {command} did not log {ready:?} within 10s"));
         let port = address.rsplit(':').next().unwrap().parse().unwrap();
         Running { child, logs, port }
     }
@@ -236,6 +248,22 @@ impl Running {
             }
             assert!(Instant::now() < deadline, "timed out waiting for {what}:\n{metrics}");
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the process with SIGTERM and waits for it to exit (10 s at most, then SIGKILL).
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                panic!("vigil did not stop within 10s of SIGTERM:\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

@@ -10,6 +10,10 @@
 //! - Prometheus: the given scrape and evaluation interval, rule files, Alertmanager, and
 //!   loopback addresses for the jobs that run in the test (the others are left out).
 //!
+//! [`one_receiver_config`] makes another kind of copy, for tests that run the real receiver
+//! behind Alertmanager: one shipped receiver exactly as shipped (its webhook's URL and
+//! `credentials_file` pointed at the test's), every alert routed to it.
+//!
 //! YAML goes through `yaml-rust2`, a dependency of vigil already.
 
 use std::collections::BTreeSet;
@@ -147,6 +151,65 @@ fn webhook_receiver(receiver: &Yaml, webhooks: &str) -> Yaml {
         copy.insert(key("webhook_configs"), Yaml::Array(vec![Yaml::Hash(webhook)]));
     }
     Yaml::Hash(copy)
+}
+
+/// Where the Alertmanager of [`one_receiver_config`] sends, and how soon.
+pub struct OneReceiver<'a> {
+    /// The shipped receiver's name (e.g. `vigil-receiver`).
+    pub name: &'a str,
+    /// Its webhook's URL in the test.
+    pub url: &'a str,
+    /// The file holding the bearer token, for `http_config.authorization.credentials_file`.
+    pub credentials_file: &'a Path,
+    /// The route's `group_wait`, `group_interval` and `repeat_interval`.
+    pub group_wait: &'a str,
+    pub group_interval: &'a str,
+    pub repeat_interval: &'a str,
+}
+
+/// An Alertmanager config with one route, the shipped top-level route's `group_by` and the given
+/// waits, to the shipped receiver `copy.name`, which must be a single webhook authenticating
+/// with a bearer token from a file; only its `url` and `credentials_file` change.
+pub fn one_receiver_config(shipped: &Path, copy: &OneReceiver) -> String {
+    let doc = load(shipped);
+    let mut receiver = doc["receivers"]
+        .as_vec()
+        .and_then(|receivers| receivers.iter().find(|r| r["name"].as_str() == Some(copy.name)))
+        .unwrap_or_else(|| panic!("{} has no receiver `{}`", shipped.display(), copy.name))
+        .clone();
+    let what = format!("receiver {}", copy.name);
+    let webhooks = list(mapping(&mut receiver, &what).get_mut(&key("webhook_configs")), &what);
+    assert_eq!(webhooks.len(), 1, "{what} has one webhook");
+    let webhook = mapping(&mut webhooks[0], &what);
+    webhook.insert(key("url"), key(copy.url));
+    let authorization = webhook
+        .get_mut(&key("http_config"))
+        .and_then(Yaml::as_mut_hash)
+        .and_then(|h| h.get_mut(&key("authorization")))
+        .and_then(Yaml::as_mut_hash)
+        .unwrap_or_else(|| panic!("{what} has no http_config.authorization"));
+    assert!(
+        authorization.contains_key(&key("credentials_file")),
+        "{what} reads its token from a file"
+    );
+    authorization.insert(key("credentials_file"), key(path_str(copy.credentials_file)));
+
+    let group_by = doc["route"]["group_by"].clone();
+    assert!(
+        group_by.as_vec().is_some(),
+        "{} has a top-level group_by",
+        shipped.display()
+    );
+    let mut route = Hash::new();
+    route.insert(key("receiver"), key(copy.name));
+    route.insert(key("group_by"), group_by);
+    route.insert(key("group_wait"), key(copy.group_wait));
+    route.insert(key("group_interval"), key(copy.group_interval));
+    route.insert(key("repeat_interval"), key(copy.repeat_interval));
+    let mut root = Hash::new();
+    root.insert(key("route"), Yaml::Hash(route));
+    root.insert(key("receivers"), Yaml::Array(vec![receiver]));
+    dump(&Yaml::Hash(root))
 }
 
 /// The test copy of a shipped rules file: every `for:` divided by `time_scale`.
