@@ -272,6 +272,13 @@ async fn receiver(
         Some(path) => WebConfig::load(path).map_err(anyhow::Error::msg)?,
         None => WebConfig::default(),
     };
+    if !web.basic_auth_users.is_empty() {
+        // The webhook's bearer token travels in the same Authorization header.
+        anyhow::bail!(
+            "--web.config.file: basic_auth_users cannot be used with vigil receiver (Alertmanager \
+             authenticates with the receiver's bearer token); use the web config for TLS only"
+        );
+    }
     let socket = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr}"))?;

@@ -411,3 +411,30 @@ fn receiver_config_errors() {
         assert!(errors.contains(want), "missing {want:?} in:\n{errors}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeats_do_not_postpone_and_relay_deliveries_do_not_remediate() {
+    let dir = tempfile::tempdir().unwrap();
+    let whatsapp = "  delay: 1s\n  whatsapp:\n    provider: cloud_api\n    base_url: 'http://127.0.0.1:1'\n    phone_number_id: '1'\n    access_token: t-0123456789\n    to: ['+491701234567']\n    template: t\n    retries: 0\n";
+    let receiver = Receiver::start(&config(dir.path(), whatsapp)).unwrap();
+    // A delivery to the relay's receiver is relayed only, even with remediate="true".
+    let relayed = payload(
+        json!([alert("f0", "web", true, "firing", "2026-11-21T04:00:00Z")]),
+        "vigil-whatsapp",
+        "firing",
+    );
+    post_to(&receiver, Some(TOKEN), relayed).await;
+    // Alertmanager repeats a firing alert while its action waits: the due time stays.
+    let firing = payload(
+        json!([alert("f1", "web", true, "firing", "2026-11-21T05:00:00Z")]),
+        "vigil-receiver",
+        "firing",
+    );
+    post_to(&receiver, Some(TOKEN), firing.clone()).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    post_to(&receiver, Some(TOKEN), firing).await;
+    let lines = audit_lines(dir.path(), 2).await;
+    let decisions: Vec<&str> = lines.iter().map(|l| l["decision"].as_str().unwrap()).collect();
+    assert_eq!(decisions, ["scheduled", "dry_run"], "{lines:?}");
+    assert_eq!(lines[0]["fingerprint"], "f1");
+}

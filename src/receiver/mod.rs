@@ -446,16 +446,15 @@ impl Receiver {
             }
             Decision::Schedule(at) => {
                 if let Some(target) = target {
-                    self.audit(
-                        alert,
-                        Some(&target),
-                        "scheduled",
-                        &format!("due in {}s", self.settings.guards.delay.as_secs()),
-                    );
-                    self.pending
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .insert(alert.fingerprint.clone(), (target, alert.clone(), at));
+                    // Alertmanager repeats a firing alert: the first delivery sets the due time.
+                    let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+                    if pending.contains_key(&alert.fingerprint) {
+                        return;
+                    }
+                    pending.insert(alert.fingerprint.clone(), (target.clone(), alert.clone(), at));
+                    drop(pending);
+                    let due = format!("due in {}s", self.settings.guards.delay.as_secs());
+                    self.audit(alert, Some(&target), "scheduled", &due);
                 }
             }
             Decision::Act => {
@@ -557,8 +556,13 @@ async fn work(receiver: Arc<Receiver>, mut deliveries: mpsc::Receiver<Payload>) 
         tokio::select! {
             delivery = deliveries.recv() => {
                 let Some(payload) = delivery else { return };
-                for alert in &payload.alerts {
-                    receiver.handle(alert).await;
+                // A delivery for the WhatsApp relay's receiver is only relayed; remediation is
+                // for the deliveries of every other receiver (vigil-receiver).
+                let relay_only = receiver.settings.relay.as_ref().is_some_and(|r| r.receiver == payload.receiver);
+                if !relay_only {
+                    for alert in &payload.alerts {
+                        receiver.handle(alert).await;
+                    }
                 }
                 receiver.relay(&payload).await;
             }
