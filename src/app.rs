@@ -24,8 +24,6 @@ pub struct App {
     pub state: Arc<State>,
     /// Metrics registry (probe collector included).
     pub registry: Registry,
-    /// Size of the last `/metrics` page, to allocate the next one at once.
-    pub metrics_size: std::sync::atomic::AtomicUsize,
     /// State the probes read (pushed heartbeats).
     pub context: CheckContext,
     /// Uptime and latency history.
@@ -72,7 +70,6 @@ impl App {
         let app = Arc::new(App {
             state,
             registry,
-            metrics_size: std::sync::atomic::AtomicUsize::new(0),
             context,
             history,
             live,

@@ -3,7 +3,7 @@
 
 use std::fmt::{self, Write};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::time::SystemTime;
 
 use prometheus_client::collector::Collector;
@@ -74,27 +74,52 @@ pub fn registry(state: Arc<State>, reload: &ReloadMetrics) -> Registry {
 /// Encodes `registry` in OpenMetrics text, or in the classic Prometheus text format when
 /// `openmetrics` is false (for clients such as `promtool check metrics` that ask for it).
 pub fn encode(registry: &Registry, openmetrics: bool) -> Result<String, fmt::Error> {
-    encode_sized(registry, openmetrics, &AtomicUsize::new(0))
+    let mut text = String::with_capacity(64 * 1024);
+    encode_to(registry, openmetrics, &mut text)?;
+    Ok(text)
 }
 
-/// [`encode`], with `size_hint` remembering the last rendering's size so that a large page is
-/// allocated once instead of grown (and copied) step by step.
-pub fn encode_sized(registry: &Registry, openmetrics: bool, size_hint: &AtomicUsize) -> Result<String, fmt::Error> {
-    let capacity = size_hint.load(Ordering::Relaxed).max(64 * 1024);
-    let mut text = String::with_capacity(capacity + capacity / 8);
+/// Encodes `registry` into `out`, in OpenMetrics or (`openmetrics` false) the classic format.
+pub fn encode_to(registry: &Registry, openmetrics: bool, mut out: &mut dyn Write) -> fmt::Result {
     if openmetrics {
-        prometheus_client::encoding::text::encode(&mut text, registry)?;
+        prometheus_client::encoding::text::encode(&mut out, registry)
     } else {
+        let mut page = String::new();
         let mut classic = ClassicText {
-            out: &mut text,
+            out: &mut page,
             line: String::new(),
             help: None,
             state: Line::Start,
         };
-        prometheus_client::encoding::text::encode(&mut classic, registry)?;
+        // Comment lines are rewritten; sample lines go to `page` and are handed on in pieces.
+        let mut forward = Forward {
+            classic: &mut classic,
+            out,
+        };
+        prometheus_client::encoding::text::encode(&mut forward, registry)?;
+        let rest = std::mem::take(forward.classic.out);
+        forward.out.write_str(&rest)
     }
-    size_hint.store(text.len(), Ordering::Relaxed);
-    Ok(text)
+}
+
+/// Feeds [`ClassicText`] and hands what it produced on to `out` in pieces of about 64 KiB.
+struct Forward<'a, 'b> {
+    classic: &'a mut ClassicText<'b>,
+    out: &'a mut dyn Write,
+}
+
+impl Write for Forward<'_, '_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.classic.write_str(s)?;
+        if self.classic.out.len() >= 64 * 1024 {
+            let piece = std::mem::take(self.classic.out);
+            self.out.write_str(&piece)?;
+            // Keep the allocation for the next piece.
+            *self.classic.out = piece;
+            self.classic.out.clear();
+        }
+        Ok(())
+    }
 }
 
 /// Rewrites OpenMetrics text as Prometheus text 0.0.4 (see [`ClassicText`]).

@@ -44,16 +44,77 @@ fn wants_openmetrics(headers: &HeaderMap) -> bool {
 
 async fn metrics_handler(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     let openmetrics = wants_openmetrics(&headers);
-    match metrics::encode_sized(&app.registry, openmetrics, &app.metrics_size) {
-        Ok(body) => {
-            let content_type = if openmetrics {
-                metrics::OPENMETRICS
-            } else {
-                metrics::PROMETHEUS_TEXT
-            };
-            ([(header::CONTENT_TYPE, content_type)], body).into_response()
+    let content_type = if openmetrics {
+        metrics::OPENMETRICS
+    } else {
+        metrics::PROMETHEUS_TEXT
+    };
+    // The page is encoded on a blocking thread and sent in pieces as it is made, so a large
+    // inventory is never held whole in memory. A piece that cannot be queued at once (a slow
+    // client) is kept and sent with the next one: encoding never waits, since it holds each
+    // probe's lock for a moment while it writes that probe's series.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(16);
+    tokio::task::spawn_blocking(move || {
+        let mut sink = ChunkSink {
+            tx,
+            buf: String::with_capacity(CHUNK),
+        };
+        let encoded = metrics::encode_to(&app.registry, openmetrics, &mut sink);
+        match encoded {
+            Ok(()) => sink.finish(),
+            Err(_) => {
+                let _ = sink
+                    .tx
+                    .blocking_send(Err(std::io::Error::other("encoding metrics failed")));
+            }
         }
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "encoding metrics failed\n").into_response(),
+    });
+    let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    (
+        [(header::CONTENT_TYPE, content_type)],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// Size of the pieces `/metrics` is sent in.
+const CHUNK: usize = 256 * 1024;
+
+/// Collects the page and queues it in pieces without ever blocking the encoder.
+struct ChunkSink {
+    tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+    buf: String,
+}
+
+impl ChunkSink {
+    fn finish(mut self) {
+        if !self.buf.is_empty() {
+            // Nothing is locked any more: waiting for the client is fine now.
+            let _ = self
+                .tx
+                .blocking_send(Ok(bytes::Bytes::from(std::mem::take(&mut self.buf))));
+        }
+    }
+}
+
+impl std::fmt::Write for ChunkSink {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.buf.push_str(s);
+        if self.buf.len() >= CHUNK {
+            let piece = bytes::Bytes::from(std::mem::replace(&mut self.buf, String::with_capacity(CHUNK)));
+            match self.tx.try_send(Ok(piece)) {
+                Ok(()) => {}
+                Err(tokio::sync::mpsc::error::TrySendError::Full(Ok(piece))) => {
+                    // Keep it: the next write tries again with it in front.
+                    let mut kept = String::from_utf8(piece.to_vec()).map_err(|_| std::fmt::Error)?;
+                    kept.push_str(&self.buf);
+                    self.buf = kept;
+                }
+                // The client went away: stop encoding.
+                Err(_) => return Err(std::fmt::Error),
+            }
+        }
+        Ok(())
     }
 }
 
