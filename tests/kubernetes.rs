@@ -11,8 +11,8 @@
 
 #[path = "kubernetes/api_server.rs"]
 mod api_server;
+mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use api_server::{ApiServer, RESOURCES};
@@ -550,35 +550,7 @@ async fn rendering_passes_promtool_check_metrics() {
     ] {
         assert!(text.contains(&format!("# TYPE {family} ")), "{text}");
     }
-    let promtool = which("promtool").unwrap_or_else(|| {
-        panic!(
-            "promtool is not installed: install Debian's `prometheus` package (bash scripts/install-test-deps.sh does)"
-        )
-    });
-    let mut child = std::process::Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{}{}\n---\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn which(tool: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| Path::new(d).join(tool))
-        .find(|p| p.is_file())
+    common::promtool_check_metrics(&text);
 }
 
 /// A plain-HTTP stand-in for the API server, for the path through a kubeconfig file: answers

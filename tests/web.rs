@@ -52,22 +52,6 @@ async fn get_text(router: &Router, uri: &str, accept: Option<&str>) -> (StatusCo
     (status, content_type, String::from_utf8(body.to_vec()).unwrap())
 }
 
-fn promtool() -> std::path::PathBuf {
-    which("promtool").unwrap_or_else(|| {
-        panic!(
-            "promtool is not installed: install Debian's `prometheus` package (bash scripts/install-test-deps.sh does)"
-        )
-    })
-}
-
-fn which(tool: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| Path::new(d).join(tool))
-        .find(|p| p.is_file())
-}
-
 fn golden_config(base: &str, closed: u16) -> String {
     format!(
         "labels: {{env: test}}\ndocker: {{enabled: false}}\n\
@@ -136,22 +120,7 @@ async fn metrics_golden_rendering_passes_promtool() {
     );
     assert!(text.contains("token=redacted&x=1"));
 
-    let mut child = std::process::Command::new(promtool())
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::promtool_check_metrics(&text);
 
     let (_, content_type, om) = get_text(&router, "/metrics", Some("application/openmetrics-text;version=1.0.0")).await;
     assert!(content_type.starts_with("application/openmetrics-text"));
