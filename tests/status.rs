@@ -27,24 +27,8 @@ async fn target() -> String {
     format!("http://{}", common::serve(app).await)
 }
 
-async fn get(router: &Router, uri: &str) -> (StatusCode, String, String) {
-    let response = router
-        .clone()
-        .oneshot(Request::builder().uri(uri).body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, content_type, String::from_utf8(body.to_vec()).unwrap())
-}
-
 async fn status_json(router: &Router) -> serde_json::Value {
-    let (status, content_type, body) = get(router, "/api/v1/status").await;
+    let (status, content_type, body) = common::get(router, "/api/v1/status", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(content_type, "application/json");
     serde_json::from_str(&body).unwrap()
@@ -186,15 +170,15 @@ async fn api_json_groups_hides_and_escapes() {
     let text = status.to_string();
     assert!(!text.contains("hunter2") && !text.contains("token=abc"), "{text}");
     assert!(!text.contains("internal"), "a hidden probe is in the status JSON");
-    let (code, _, _) = get(&router, "/api/v1/probes/internal").await;
+    let (code, _, _) = common::get(&router, "/api/v1/probes/internal", None).await;
     assert_eq!(code, StatusCode::NOT_FOUND);
-    let (code, content_type, body) = get(&router, "/badge/internal.svg").await;
+    let (code, content_type, body) = common::get(&router, "/badge/internal.svg", None).await;
     assert_eq!(
         (code, content_type.as_str()),
         (StatusCode::NOT_FOUND, "image/svg+xml; charset=utf-8")
     );
     assert!(!body.contains("internal"));
-    let (code, _, _) = get(&router, "/badge/internal/uptime.svg").await;
+    let (code, _, _) = common::get(&router, "/badge/internal/uptime.svg", None).await;
     assert_eq!(code, StatusCode::NOT_FOUND);
 
     // The page is static and carries no data: nothing in it can be injected. Its script only
@@ -214,7 +198,7 @@ async fn api_json_groups_hides_and_escapes() {
     );
     let page = String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
     assert!(page.contains("assets/status.js") && !page.contains("alert(1)"));
-    let (code, content_type, js) = get(&router, "/assets/status.js").await;
+    let (code, content_type, js) = common::get(&router, "/assets/status.js", None).await;
     assert_eq!(
         (code, content_type.as_str()),
         (StatusCode::OK, "text/javascript; charset=utf-8")
@@ -224,12 +208,15 @@ async fn api_json_groups_hides_and_escapes() {
         !js.contains("http://") || js.contains("http://www.w3.org/2000/svg"),
         "no external assets"
     );
-    let (code, content_type, _) = get(&router, "/assets/status.css").await;
+    let (code, content_type, _) = common::get(&router, "/assets/status.css", None).await;
     assert_eq!(
         (code, content_type.as_str()),
         (StatusCode::OK, "text/css; charset=utf-8")
     );
-    assert_eq!(get(&router, "/assets/nope.js").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        common::get(&router, "/assets/nope.js", None).await.0,
+        StatusCode::NOT_FOUND
+    );
     let response = router
         .clone()
         .oneshot(Request::builder().uri("/probes/api").body(Body::empty()).unwrap())
@@ -238,7 +225,7 @@ async fn api_json_groups_hides_and_escapes() {
     assert_eq!(response.headers()["location"], "../#/probes/api");
 
     // Badges.
-    let (code, content_type, svg) = get(&router, "/badge/api.svg").await;
+    let (code, content_type, svg) = common::get(&router, "/badge/api.svg", None).await;
     assert_eq!(
         (code, content_type.as_str()),
         (StatusCode::OK, "image/svg+xml; charset=utf-8")
@@ -247,30 +234,36 @@ async fn api_json_groups_hides_and_escapes() {
         svg.starts_with("<svg") && svg.contains("aria-label=\"api: up\"") && svg.contains("#2e7d32"),
         "{svg}"
     );
-    let (_, _, svg) = get(&router, "/badge/db.svg").await;
+    let (_, _, svg) = common::get(&router, "/badge/db.svg", None).await;
     assert!(
         svg.contains("aria-label=\"db: down\"") && svg.contains("#c62828"),
         "{svg}"
     );
-    let (_, _, svg) = get(&router, "/badge/busy.svg").await;
+    let (_, _, svg) = common::get(&router, "/badge/busy.svg", None).await;
     assert!(svg.contains("busy: degraded"), "{svg}");
-    let (code, _, svg) = get(&router, "/badge/api/uptime.svg").await;
+    let (code, _, svg) = common::get(&router, "/badge/api/uptime.svg", None).await;
     assert_eq!(code, StatusCode::OK);
     assert!(svg.contains("aria-label=\"api 24h: 100.00%\""), "{svg}");
-    let (_, _, svg) = get(&router, "/badge/db/uptime.svg").await;
+    let (_, _, svg) = common::get(&router, "/badge/db/uptime.svg", None).await;
     assert!(svg.contains("db 24h: 0.00%") && svg.contains("#c62828"), "{svg}");
-    assert_eq!(get(&router, "/badge/nope.svg").await.0, StatusCode::NOT_FOUND);
-    assert_eq!(get(&router, "/badge/api.png").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        common::get(&router, "/badge/nope.svg", None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        common::get(&router, "/badge/api.png", None).await.0,
+        StatusCode::NOT_FOUND
+    );
 
     // The detail view: the probe and its stored runs.
     wait_for("stored runs", async || {
         app.history.flush().await;
-        let (_, _, body) = get(&router, "/api/v1/probes/api").await;
+        let (_, _, body) = common::get(&router, "/api/v1/probes/api", None).await;
         let detail: serde_json::Value = serde_json::from_str(&body).unwrap();
         detail["runs"].as_array().unwrap().len() >= 2
     })
     .await;
-    let (_, _, body) = get(&router, "/api/v1/probes/db").await;
+    let (_, _, body) = common::get(&router, "/api/v1/probes/db", None).await;
     let detail: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(detail["probe"]["name"], "db");
     assert_eq!(detail["hours"]["runs"].as_array().unwrap().len(), 24);
@@ -422,7 +415,7 @@ async fn history_survives_a_restart() {
     );
     assert_eq!(web["uptime"]["24h"]["ratio"], 1.0);
     assert_eq!(web["uptime"]["30d"]["runs"].as_u64().unwrap(), runs);
-    let (_, _, body) = get(&router, "/api/v1/probes/web").await;
+    let (_, _, body) = common::get(&router, "/api/v1/probes/web", None).await;
     let detail: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert!(
         detail["runs"].as_array().unwrap().len() >= runs_before as usize,

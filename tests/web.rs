@@ -32,26 +32,6 @@ async fn wait_for_runs(app: &App) {
     }
 }
 
-async fn get_text(router: &Router, uri: &str, accept: Option<&str>) -> (StatusCode, String, String) {
-    let mut request = Request::builder().uri(uri);
-    if let Some(accept) = accept {
-        request = request.header("accept", accept);
-    }
-    let response = router
-        .clone()
-        .oneshot(request.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, content_type, String::from_utf8(body.to_vec()).unwrap())
-}
-
 fn golden_config(base: &str, closed: u16) -> String {
     format!(
         "labels: {{env: test}}\ndocker: {{enabled: false}}\n\
@@ -88,7 +68,7 @@ async fn metrics_golden_rendering_passes_promtool() {
     wait_for_runs(&app).await;
     let router = vigil::web::router(app.clone());
 
-    let (status, content_type, text) = get_text(&router, "/metrics", None).await;
+    let (status, content_type, text) = common::get(&router, "/metrics", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
     let port = base.rsplit(':').next().unwrap();
@@ -122,7 +102,8 @@ async fn metrics_golden_rendering_passes_promtool() {
 
     common::promtool_check_metrics(&text);
 
-    let (_, content_type, om) = get_text(&router, "/metrics", Some("application/openmetrics-text;version=1.0.0")).await;
+    let (_, content_type, om) =
+        common::get(&router, "/metrics", Some("application/openmetrics-text;version=1.0.0")).await;
     assert!(content_type.starts_with("application/openmetrics-text"));
     assert!(om.ends_with("# EOF\n"));
     assert!(om.contains("# TYPE vigil_probe_runs counter"));
@@ -141,7 +122,7 @@ async fn probe_endpoint_speaks_blackbox() {
     let router = vigil::web::router(app.clone());
 
     let (status, content_type, body) =
-        get_text(&router, &format!("/probe?module=http_2xx&target={base}/ok"), None).await;
+        common::get(&router, &format!("/probe?module=http_2xx&target={base}/ok"), None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
     for line in [
@@ -155,10 +136,10 @@ async fn probe_endpoint_speaks_blackbox() {
     assert!(body.contains("probe_http_duration_seconds{phase=\"connect\"}"));
 
     // module defaults to http_2xx, like blackbox_exporter.
-    let (_, _, body) = get_text(&router, &format!("/probe?target={base}/ok"), None).await;
+    let (_, _, body) = common::get(&router, &format!("/probe?target={base}/ok"), None).await;
     assert!(body.contains("probe_success 1"));
 
-    let (_, _, body) = get_text(&router, &format!("/probe?module=degraded&target={base}/busy"), None).await;
+    let (_, _, body) = common::get(&router, &format!("/probe?module=degraded&target={base}/busy"), None).await;
     assert!(
         body.contains("probe_success 1") && body.contains("vigil_probe_status{status=\"degraded\"} 1"),
         "{body}"
@@ -166,11 +147,11 @@ async fn probe_endpoint_speaks_blackbox() {
     assert!(body.contains("vigil_probe_failure_reason{reason=\"status\"} 1"));
 
     let addr = base.trim_start_matches("http://");
-    let (_, _, body) = get_text(&router, &format!("/probe?module=tcp&target={addr}"), None).await;
+    let (_, _, body) = common::get(&router, &format!("/probe?module=tcp&target={addr}"), None).await;
     assert!(body.contains("probe_success 1"), "{body}");
 
     let closed = common::closed_port();
-    let (_, _, body) = get_text(
+    let (_, _, body) = common::get(
         &router,
         &format!("/probe?module=tcp&target=127.0.0.1:{closed}&debug=true"),
         None,
@@ -181,20 +162,20 @@ async fn probe_endpoint_speaks_blackbox() {
         "{body}"
     );
 
-    let (status, _, body) = get_text(&router, "/probe?module=http_2xx", None).await;
+    let (status, _, body) = common::get(&router, "/probe?module=http_2xx", None).await;
     assert_eq!(
         (status, body.as_str()),
         (StatusCode::BAD_REQUEST, "Target parameter is missing\n")
     );
-    let (status, _, body) = get_text(&router, &format!("/probe?module=nope&target={base}"), None).await;
+    let (status, _, body) = common::get(&router, &format!("/probe?module=nope&target={base}"), None).await;
     assert_eq!(
         (status, body.as_str()),
         (StatusCode::BAD_REQUEST, "Unknown module \"nope\"\n")
     );
 
-    let (status, _, body) = get_text(&router, "/-/healthy", None).await;
+    let (status, _, body) = common::get(&router, "/-/healthy", None).await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "Healthy\n"));
-    let (status, _, _) = get_text(&router, "/-/ready", None).await;
+    let (status, _, _) = common::get(&router, "/-/ready", None).await;
     assert_eq!(status, StatusCode::OK);
     app.stop();
 }
@@ -231,7 +212,7 @@ async fn reload_keeps_the_running_config_when_the_new_one_is_invalid() {
         body.contains("line 2: probes[0]: missing key `url`") && body.contains("keeping the running config"),
         "{body}"
     );
-    let (_, _, text) = get_text(&router, "/metrics", None).await;
+    let (_, _, text) = common::get(&router, "/metrics", None).await;
     assert_eq!(reload_gauge(&text), "0");
     assert!(text.contains("probe=\"first\""));
     // The old probe keeps running.
@@ -248,7 +229,7 @@ async fn reload_keeps_the_running_config_when_the_new_one_is_invalid() {
     let applied = app.reload().expect("valid config");
     assert_eq!((applied.started, applied.stopped), (1, 1));
     wait_for_runs(&app).await;
-    let (_, _, text) = get_text(&router, "/metrics", None).await;
+    let (_, _, text) = common::get(&router, "/metrics", None).await;
     assert_eq!(reload_gauge(&text), "1");
     assert!(
         !text.contains("probe=\"first\""),

@@ -242,19 +242,3 @@ async fn reload_handler(State(app): State<Arc<App>>) -> Response {
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "reload failed\n").into_response(),
     }
 }
-
-/// Escapes text for HTML.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}

@@ -294,3 +294,27 @@ impl Drop for Running {
         let _ = self.child.wait();
     }
 }
+
+/// Sends a GET (with an optional `Accept`) through `router` without a socket; returns the status,
+/// the content type and the body.
+pub async fn get(router: &Router, uri: &str, accept: Option<&str>) -> (axum::http::StatusCode, String, String) {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let mut request = axum::http::Request::builder().uri(uri);
+    if let Some(accept) = accept {
+        request = request.header("accept", accept);
+    }
+    let response = router
+        .clone()
+        .oneshot(request.body(axum::body::Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, content_type, String::from_utf8(body.to_vec()).unwrap())
+}
