@@ -1,6 +1,7 @@
 //! The running exporter: the current config, the scheduler, the state and the registry, the
 //! history and the live feed, and the one operation that changes them at run time, a reload.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use prometheus_client::registry::Registry;
@@ -39,6 +40,18 @@ pub struct App {
     scheduler: Scheduler,
     reloading: Mutex<()>,
     stopping: watch::Sender<bool>,
+    storage_path: Option<PathBuf>,
+}
+
+/// How `vigil run` starts the exporter beyond its config.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// `--shard i/n`.
+    pub shard: Option<Shard>,
+    /// `--storage.path`: the state folder of a config that names none (`None`: in memory).
+    pub storage_path: Option<PathBuf>,
+    /// `--web.external-url`: the URL vigil is reached at, ending in `/`.
+    pub external_url: Option<String>,
 }
 
 impl App {
@@ -46,12 +59,34 @@ impl App {
     /// background: see [`App::ready`]). Must run inside a Tokio runtime. Fails only when the
     /// state kept in `state_dir` cannot be read.
     pub fn start(config: Config, shard: Option<Shard>) -> crate::Result<Arc<App>> {
+        App::start_with(
+            config,
+            Options {
+                shard,
+                ..Options::default()
+            },
+        )
+    }
+
+    /// [`App::start`] with `vigil run`'s options.
+    pub fn start_with(mut config: Config, options: Options) -> crate::Result<Arc<App>> {
+        let Options {
+            shard,
+            storage_path,
+            external_url,
+        } = options;
+        config.default_state_dir(storage_path.as_deref());
         let context = context_for(&config)?;
-        let state = Arc::new(State::default());
+        let state = Arc::new(match config.state_dir.path() {
+            Some(dir) => State::open(dir).map_err(|e| crate::Error::State(e.to_string()))?,
+            None => State::in_memory(),
+        });
+        state.keep_saved();
         let reload_metrics = ReloadMetrics::default();
         reload_metrics.record(true);
-        let mut registry = metrics::registry(state.clone(), &reload_metrics);
-        let docker = Arc::new(docker::Inventory::default());
+        let mut registry = metrics::registry(state.clone(), &reload_metrics, external_url.as_deref());
+        let docker = Arc::new(docker::Inventory::open(config.state_dir.path()).map_err(crate::Error::State)?);
+        docker.keep_saved();
         registry.register_collector(Box::new(DockerCollector(docker.clone())));
         let docker_watcher = docker.watch(&config.docker);
         let kubernetes = kubernetes::Inventory::new();
@@ -81,6 +116,7 @@ impl App {
             scheduler,
             reloading: Mutex::new(()),
             stopping: watch::channel(false).0,
+            storage_path,
         });
         tokio::spawn(crate::status::log_summaries(Arc::downgrade(&app)));
         Ok(app)
@@ -103,7 +139,8 @@ impl App {
         let _one_at_a_time = self.reloading.lock().unwrap_or_else(PoisonError::into_inner);
         let source = self.config().source.clone();
         match Config::load(&source) {
-            Ok(config) => {
+            Ok(mut config) => {
+                config.default_state_dir(self.storage_path.as_deref());
                 let running = self.config();
                 if config.state_dir != running.state_dir {
                     warn!("state_dir changed: the new folder is used from the next restart");
@@ -158,17 +195,23 @@ impl App {
         self.kubernetes.stop();
     }
 
-    /// Stops every probe and writes the history still buffered to the store.
+    /// Stops every probe, writes the probe state file and the history still buffered.
     pub async fn close(&self) {
         self.stop();
+        if let Err(e) = self.state.save().await {
+            warn!(error = %e, "could not write the probe state file");
+        }
+        if let Err(e) = self.docker.save().await {
+            warn!(error = %e, "could not write the container restart totals");
+        }
         self.history.close().await;
     }
 }
 
 /// The context probes run with: heartbeats kept in `state_dir`, or in memory.
 pub fn context_for(config: &Config) -> crate::Result<CheckContext> {
-    let file = config.state_dir.as_ref().map(|dir| dir.join("heartbeats.json"));
-    if let Some(dir) = &config.state_dir {
+    let file = config.state_dir.path().map(|dir| dir.join("heartbeats.json"));
+    if let Some(dir) = config.state_dir.path() {
         std::fs::create_dir_all(dir).map_err(|source| crate::Error::Io {
             context: format!("creating state_dir {}", dir.display()),
             source,

@@ -50,9 +50,17 @@ enum Command {
         /// Web config file with TLS and basic auth settings (Prometheus format).
         #[arg(long = "web.config.file")]
         web_config: Option<PathBuf>,
+        /// The URL vigil is reached at, for the runbook links of alerts (default:
+        /// http(s)://<hostname>:<port>/).
+        #[arg(long = "web.external-url")]
+        external_url: Option<String>,
         /// Run only this replica's share of the probes: i/n.
         #[arg(long)]
         shard: Option<String>,
+        /// Where state that survives a restart is kept when the config has no `state_dir`
+        /// (relative to the working directory; created if missing).
+        #[arg(long = "storage.path", default_value = "data")]
+        storage_path: PathBuf,
         #[command(flatten)]
         log: LogArgs,
     },
@@ -61,6 +69,9 @@ enum Command {
         /// Config file.
         #[arg(long)]
         config: PathBuf,
+        /// The state folder `vigil run` would use when the config has no `state_dir`.
+        #[arg(long = "storage.path", default_value = "data")]
+        storage_path: PathBuf,
     },
     /// Run the Alertmanager webhook receiver: guarded restarts and the WhatsApp relay.
     Receiver {
@@ -119,7 +130,7 @@ fn source(config: Option<PathBuf>) -> Source {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Check { config } => check(config),
+        Command::Check { config, storage_path } => check(config, &storage_path),
         Command::Status { url, timeout } => runtime().map(|rt| rt.block_on(status(&url, timeout))),
         Command::Once { config, log } => init_logs(&log).and_then(|()| runtime()?.block_on(once(source(config)))),
         Command::Receiver {
@@ -134,10 +145,20 @@ fn main() -> ExitCode {
             config,
             listen_address,
             web_config,
+            external_url,
             shard,
+            storage_path,
             log,
-        } => init_logs(&log)
-            .and_then(|()| runtime()?.block_on(run(source(config), &listen_address, web_config, shard.as_deref()))),
+        } => init_logs(&log).and_then(|()| {
+            runtime()?.block_on(run(
+                source(config),
+                &listen_address,
+                web_config,
+                shard.as_deref(),
+                storage_path,
+                external_url,
+            ))
+        }),
     };
     match result {
         Ok(code) => code,
@@ -155,9 +176,16 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the Tokio runtime")
 }
 
-fn check(path: PathBuf) -> anyhow::Result<ExitCode> {
+fn check(path: PathBuf, storage_path: &std::path::Path) -> anyhow::Result<ExitCode> {
     match Config::load(&Source::File(path.clone())) {
-        Ok(config) => {
+        Ok(mut config) => {
+            config.default_state_dir(Some(storage_path));
+            if let Some(dir) = config.state_dir.path()
+                && let Err(e) = vigil::config::check_state_dir(dir)
+            {
+                println!("{}: 1 error\n  state_dir: {e}", path.display());
+                return Ok(ExitCode::FAILURE);
+            }
             println!(
                 "{}: OK ({} probes, {} modules)",
                 path.display(),
@@ -214,6 +242,8 @@ async fn run(
     listen: &str,
     web_config: Option<PathBuf>,
     shard: Option<&str>,
+    storage_path: PathBuf,
+    external_url: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     let shard = shard.map(Shard::parse).transpose().map_err(anyhow::Error::msg)?;
     let addr = listener::parse_listen_address(listen).map_err(anyhow::Error::msg)?;
@@ -225,8 +255,20 @@ async fn run(
     let socket = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr}"))?;
-    info!(address = %socket.local_addr().unwrap_or(addr), tls = web.tls_server_config.is_some(), "listening");
-    let app = App::start(config, shard)?;
+    let local = socket.local_addr().unwrap_or(addr);
+    info!(address = %local, tls = web.tls_server_config.is_some(), "listening");
+    let external_url = match external_url {
+        Some(url) => listener::external_url(&url).map_err(anyhow::Error::msg)?,
+        None => listener::default_external_url(local, web.tls_server_config.is_some()),
+    };
+    let app = App::start_with(
+        config,
+        vigil::app::Options {
+            shard,
+            storage_path: Some(storage_path),
+            external_url: Some(external_url),
+        },
+    )?;
     if let Err(e) = app.ready().await {
         app.stop();
         anyhow::bail!(e);

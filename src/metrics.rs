@@ -48,14 +48,22 @@ impl ReloadMetrics {
     }
 }
 
-/// Builds the registry: build info, reload gauges and the probe collector.
-pub fn registry(state: Arc<State>, reload: &ReloadMetrics) -> Registry {
+/// Builds the registry: build info, the address vigil is reached at (`--web.external-url`,
+/// from which alert rules build their runbook links), reload gauges and the probe collector.
+pub fn registry(state: Arc<State>, reload: &ReloadMetrics, external_url: Option<&str>) -> Registry {
     let mut registry = Registry::default();
     registry.register(
         "vigil_build",
         "vigil's version",
         Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
     );
+    if let Some(url) = external_url {
+        registry.register(
+            "vigil_web",
+            "The URL vigil is reached at (--web.external-url); its runbook is at <url>runbook",
+            Info::new(vec![("external_url", url.to_string())]),
+        );
+    }
     registry.register(
         "vigil_config_last_reload_successful",
         "Whether the last configuration load or reload succeeded (1) or failed (0)",
@@ -309,7 +317,6 @@ impl Collector for ProbeCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
         let probes = self.state.handles();
         let seconds = Some(&Unit::Seconds);
-        let ran = |s: &ProbeState| s.last.is_some();
 
         gauge_family(
             &mut encoder,
@@ -317,8 +324,8 @@ impl Collector for ProbeCollector {
             "vigil_probe_success",
             "Whether the last run ended UP or DEGRADED (1) or DOWN (0).",
             None,
-            |s, emit| match &s.last {
-                Some(last) => emit(&[], if last.level == Level::Down { 0.0 } else { 1.0 }),
+            |s, emit| match &s.current {
+                Some(c) => emit(&[], if c.level == Level::Down { 0.0 } else { 1.0 }),
                 None => Ok(()),
             },
         )?;
@@ -329,14 +336,25 @@ impl Collector for ProbeCollector {
             "1 for the level the last run ended in, 0 for the others.",
             None,
             |s, emit| {
-                let Some(last) = &s.last else { return Ok(()) };
+                let Some(current) = &s.current else { return Ok(()) };
                 for level in Level::ALL {
                     emit(
                         &[("status", level.as_str())],
-                        if last.level == level { 1.0 } else { 0.0 },
+                        if current.level == level { 1.0 } else { 0.0 },
                     )?;
                 }
                 Ok(())
+            },
+        )?;
+        gauge_family(
+            &mut encoder,
+            &probes,
+            "vigil_probe_level_since_timestamp",
+            "When runs started ending at the current level (kept across restarts in state_dir).",
+            seconds,
+            |s, emit| match &s.current {
+                Some(c) => emit(&[], unix_seconds(c.since)),
+                None => Ok(()),
             },
         )?;
         {
@@ -348,9 +366,6 @@ impl Collector for ProbeCollector {
             )?;
             for handle in &probes {
                 let state = lock(handle);
-                if !ran(&state) {
-                    continue;
-                }
                 let h = &state.histogram;
                 family
                     .encode_family(&ProbeLabels {
@@ -371,13 +386,20 @@ impl Collector for ProbeCollector {
             &mut encoder,
             &probes,
             "vigil_probe_failures",
-            "Probe runs that ended DOWN, by reason.",
+            "Probe runs that ended DOWN, by reason (every reason of the kind, from 0).",
             |s, emit| {
                 for (reason, n) in &s.failures {
                     emit(&[("reason", reason.as_str())], *n)?;
                 }
                 Ok(())
             },
+        )?;
+        counter_family(
+            &mut encoder,
+            &probes,
+            "vigil_probe_level_changes",
+            "Changes of level (UP, DEGRADED, DOWN) from one run to the next.",
+            |s, emit| emit(&[], s.level_changes),
         )?;
         counter_family(
             &mut encoder,
@@ -392,8 +414,8 @@ impl Collector for ProbeCollector {
             "vigil_probe_last_run_timestamp",
             "When the probe last finished a run.",
             seconds,
-            |s, emit| match &s.last {
-                Some(last) => emit(&[], crate::metrics::unix_seconds(last.at)),
+            |s, emit| match s.last_run {
+                Some(at) => emit(&[], unix_seconds(at)),
                 None => Ok(()),
             },
         )?;
@@ -411,15 +433,37 @@ impl Collector for ProbeCollector {
         gauge_family(
             &mut encoder,
             &probes,
+            "vigil_probe_last_failure_timestamp",
+            "When the probe last ended DOWN, with the reason of that run.",
+            seconds,
+            |s, emit| match s.last_failure {
+                Some((reason, at)) => emit(&[("reason", reason.as_str())], unix_seconds(at)),
+                None => Ok(()),
+            },
+        )?;
+        gauge_family(
+            &mut encoder,
+            &probes,
             "vigil_probe_consecutive_failures",
             "DOWN runs in a row.",
             None,
             |s, emit| {
-                if ran(s) {
+                if s.current.is_some() {
                     emit(&[], s.consecutive_failures as f64)
                 } else {
                     Ok(())
                 }
+            },
+        )?;
+        gauge_family(
+            &mut encoder,
+            &probes,
+            "vigil_probe_reminder_timestamp",
+            "When the current streak of DOWN runs last reached a multiple of remind_every.",
+            seconds,
+            |s, emit| match s.reminder {
+                Some(at) => emit(&[], unix_seconds(at)),
+                None => Ok(()),
             },
         )?;
         gauge_family(
@@ -503,9 +547,9 @@ impl Collector for ProbeCollector {
             &mut encoder,
             &probes,
             "vigil_probe_tls_cert_expiry_timestamp",
-            "Earliest expiry of the certificates the target presented.",
+            "Earliest expiry of the certificates the target presented (last known: kept while a handshake fails).",
             seconds,
-            |s, emit| match s.last.as_ref().and_then(|l| l.observations.tls_cert_expiry) {
+            |s, emit| match s.known.tls_cert_expiry {
                 Some(at) => emit(&[], unix_seconds(at)),
                 None => Ok(()),
             },
@@ -514,9 +558,9 @@ impl Collector for ProbeCollector {
             &mut encoder,
             &probes,
             "vigil_freshness_newest_timestamp",
-            "When the newest record of a freshness source was written.",
+            "When the newest record of a freshness source was written (last known: kept while the source cannot be queried).",
             seconds,
-            |s, emit| match s.last.as_ref().and_then(|l| l.observations.freshness_newest) {
+            |s, emit| match s.known.freshness_newest {
                 Some(at) => emit(&[], unix_seconds(at)),
                 None => Ok(()),
             },

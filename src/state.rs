@@ -1,11 +1,24 @@
-//! Per-probe state: counters, the last outcome, recent history and the latency histogram.
-//! Written by the scheduler, read by `/metrics` (and later pages) at scrape time.
+//! Per-probe state: counters, the current level and since when, the last outcome, the values
+//! last known, and the latency histogram. Written by the scheduler, read by `/metrics` and the
+//! status page at scrape time.
+//!
+//! What alerting needs to survive a restart (the level and when it began, the streak of
+//! failures, the last known certificate expiry and newest record) is kept in
+//! `<state_dir>/probes.json`: read when a probe is first configured, written shortly after a
+//! level changes and every 30 s otherwise, and at shutdown. So a restart of vigil neither ends
+//! an incident nor starts a new one.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use tracing::warn;
 
 use crate::config::{ProbeDef, Timing};
+use crate::metrics::unix_seconds;
 use crate::probe::{Kind, Level, Observations, Reason, Thresholds};
 
 /// The result of one scheduled run (after retries and latency thresholds).
@@ -78,6 +91,45 @@ pub struct ProbeMeta {
     pub remediation: Option<&'static str>,
     /// Freshness kinds: their age thresholds.
     pub freshness: Option<Thresholds>,
+    /// Remind every this many DOWN runs in a row (`remind_every`).
+    pub remind_every: Option<u32>,
+}
+
+/// The level a probe is at, why, and since when.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Current {
+    /// The level of the last run.
+    pub level: Level,
+    /// Why it is not UP.
+    pub reason: Option<Reason>,
+    /// When runs started ending at this level (kept across restarts).
+    pub since: SystemTime,
+}
+
+/// Values a run may fail to observe, published as last known until a run observes them again,
+/// so a check that fails never reads as a recovery (an expired certificate whose handshake
+/// fails, a freshness source that cannot be queried).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Known {
+    /// Earliest `notAfter` of the certificates the target last presented.
+    pub tls_cert_expiry: Option<SystemTime>,
+    /// Freshness kinds: when the newest record was written, as last read.
+    pub freshness_newest: Option<SystemTime>,
+}
+
+impl Known {
+    fn update(&mut self, outcome: &Outcome) {
+        let obs = &outcome.observations;
+        if let Some(expiry) = obs.tls_cert_expiry {
+            self.tls_cert_expiry = Some(expiry);
+        }
+        match obs.freshness_newest {
+            Some(newest) => self.freshness_newest = Some(newest),
+            // The source answered and holds nothing: there is no newest record any more.
+            None if outcome.reason == Some(Reason::Empty) => self.freshness_newest = None,
+            None => {}
+        }
+    }
 }
 
 /// Everything vigil knows about one probe.
@@ -85,52 +137,199 @@ pub struct ProbeMeta {
 pub struct ProbeState {
     /// Its description.
     pub meta: ProbeMeta,
-    /// Runs finished.
+    /// Runs finished by this process.
     pub runs: u64,
-    /// DOWN runs by reason.
+    /// DOWN runs by reason; every reason the kind can end with is present from the start.
     pub failures: BTreeMap<Reason, u64>,
     /// Retries made.
     pub retries: u64,
-    /// The last outcome.
+    /// Changes of level seen by this process (the first run is none).
+    pub level_changes: u64,
+    /// The last outcome of this process (`None` until it has run the probe).
     pub last: Option<Outcome>,
+    /// The level, its reason and since when (also restored from `state_dir`).
+    pub current: Option<Current>,
+    /// When the last run finished.
+    pub last_run: Option<SystemTime>,
     /// When it last ended UP or DEGRADED.
     pub last_success: Option<SystemTime>,
+    /// The reason of the last DOWN run, and when it finished.
+    pub last_failure: Option<(Reason, SystemTime)>,
     /// DOWN runs in a row.
     pub consecutive_failures: u64,
+    /// When the current streak of DOWN runs last reached a multiple of `remind_every`.
+    pub reminder: Option<SystemTime>,
+    /// Values last known.
+    pub known: Known,
+    /// When vigil first ran this probe (kept across restarts).
+    pub first_seen: SystemTime,
     /// Latency histogram.
     pub histogram: Histogram,
+    dirty: Arc<Dirty>,
 }
 
 impl ProbeState {
-    fn new(meta: ProbeMeta) -> Self {
+    fn new(meta: ProbeMeta, dirty: Arc<Dirty>) -> Self {
+        let failures = Reason::SCHEDULER
+            .iter()
+            .chain(meta.kind.own_reasons())
+            .map(|&r| (r, 0))
+            .collect();
         Self {
             meta,
             runs: 0,
-            failures: BTreeMap::new(),
+            failures,
             retries: 0,
+            level_changes: 0,
             last: None,
+            current: None,
+            last_run: None,
             last_success: None,
+            last_failure: None,
             consecutive_failures: 0,
+            reminder: None,
+            known: Known::default(),
+            first_seen: SystemTime::now(),
             histogram: Histogram::default(),
+            dirty,
         }
     }
 
-    /// Records a run; returns the previous level (`None` for the first run).
+    /// Records a run; returns the previous level (`None` for the first run ever).
     pub fn record(&mut self, outcome: Outcome) -> Option<Level> {
         self.runs += 1;
         self.retries += u64::from(outcome.retries);
         self.histogram.observe(outcome.duration.as_secs_f64());
         if outcome.level == Level::Down {
-            *self
-                .failures
-                .entry(outcome.reason.unwrap_or(Reason::Internal))
-                .or_default() += 1;
+            let reason = outcome.reason.unwrap_or(Reason::Internal);
+            *self.failures.entry(reason).or_default() += 1;
             self.consecutive_failures += 1;
+            self.last_failure = Some((reason, outcome.at));
+            if let Some(every) = self.meta.remind_every
+                && self.consecutive_failures.is_multiple_of(u64::from(every.max(1)))
+            {
+                self.reminder = Some(outcome.at);
+            }
         } else {
             self.consecutive_failures = 0;
             self.last_success = Some(outcome.at);
+            self.reminder = None;
         }
-        self.last.replace(outcome).map(|previous| previous.level)
+        let previous = self.current.map(|c| c.level);
+        if previous.is_some_and(|p| p != outcome.level) {
+            self.level_changes += 1;
+        }
+        let since = match self.current {
+            Some(c) if c.level == outcome.level => c.since,
+            _ => outcome.at,
+        };
+        self.current = Some(Current {
+            level: outcome.level,
+            reason: outcome.reason,
+            since,
+        });
+        self.last_run = Some(outcome.at);
+        self.known.update(&outcome);
+        self.last = Some(outcome);
+        self.dirty.mark(previous != self.current.map(|c| c.level));
+        previous
+    }
+
+    fn restore(&mut self, saved: &Saved) {
+        let Some(level) = Level::from_name(&saved.level) else {
+            return;
+        };
+        let time = |secs: f64| crate::probe::freshness::from_epoch(secs);
+        let Some(since) = time(saved.since) else { return };
+        self.current = Some(Current {
+            level,
+            reason: saved.reason.as_deref().and_then(Reason::from_name),
+            since,
+        });
+        self.last_run = saved.last_run.and_then(time);
+        self.last_success = saved.last_success.and_then(time);
+        self.last_failure = saved
+            .last_failure
+            .as_ref()
+            .and_then(|(reason, at)| Some((Reason::from_name(reason)?, time(*at)?)));
+        self.consecutive_failures = saved.consecutive_failures;
+        self.reminder = saved.reminder.and_then(time);
+        self.known = Known {
+            tls_cert_expiry: saved.tls_cert_expiry.and_then(time),
+            freshness_newest: saved.freshness_newest.and_then(time),
+        };
+        if let Some(first) = saved.first_seen.and_then(time) {
+            self.first_seen = first;
+        }
+    }
+
+    fn saved(&self) -> Option<Saved> {
+        let current = self.current?;
+        Some(Saved {
+            kind: self.meta.kind.as_str().to_string(),
+            level: current.level.as_str().to_string(),
+            reason: current.reason.map(|r| r.as_str().to_string()),
+            since: unix_seconds(current.since),
+            last_run: self.last_run.map(unix_seconds),
+            last_success: self.last_success.map(unix_seconds),
+            last_failure: self
+                .last_failure
+                .map(|(reason, at)| (reason.as_str().to_string(), unix_seconds(at))),
+            consecutive_failures: self.consecutive_failures,
+            reminder: self.reminder.map(unix_seconds),
+            tls_cert_expiry: self.known.tls_cert_expiry.map(unix_seconds),
+            freshness_newest: self.known.freshness_newest.map(unix_seconds),
+            first_seen: Some(unix_seconds(self.first_seen)),
+        })
+    }
+}
+
+/// What `probes.json` keeps of one probe (times in seconds since the Unix epoch).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+struct Saved {
+    kind: String,
+    level: String,
+    #[serde(default)]
+    reason: Option<String>,
+    since: f64,
+    #[serde(default)]
+    last_run: Option<f64>,
+    #[serde(default)]
+    last_success: Option<f64>,
+    #[serde(default)]
+    last_failure: Option<(String, f64)>,
+    #[serde(default)]
+    consecutive_failures: u64,
+    #[serde(default)]
+    reminder: Option<f64>,
+    #[serde(default)]
+    tls_cert_expiry: Option<f64>,
+    #[serde(default)]
+    freshness_newest: Option<f64>,
+    #[serde(default)]
+    first_seen: Option<f64>,
+}
+
+/// The state file.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct SavedFile {
+    #[serde(default)]
+    probes: BTreeMap<String, Saved>,
+}
+
+/// Whether anything changed since the last write, and whether a level did.
+#[derive(Debug, Default)]
+struct Dirty {
+    any: AtomicBool,
+    level: AtomicBool,
+}
+
+impl Dirty {
+    fn mark(&self, level_changed: bool) {
+        self.any.store(true, Ordering::Relaxed);
+        if level_changed {
+            self.level.store(true, Ordering::Relaxed);
+        }
     }
 }
 
@@ -146,6 +345,12 @@ pub fn lock(handle: &ProbeHandle) -> MutexGuard<'_, ProbeState> {
 #[derive(Debug, Default)]
 pub struct State {
     probes: RwLock<BTreeMap<String, ProbeHandle>>,
+    /// `<state_dir>/probes.json`, when state is kept on disk.
+    file: Option<PathBuf>,
+    /// What the file held at start, for probes not configured yet.
+    saved: Mutex<HashMap<String, Saved>>,
+    dirty: Arc<Dirty>,
+    writing: tokio::sync::Mutex<()>,
 }
 
 impl ProbeMeta {
@@ -159,35 +364,87 @@ impl ProbeMeta {
             timing: def.timing,
             remediation: def.remediation.as_ref().map(|r| r.action()),
             freshness: def.freshness,
+            remind_every: def.remind_every,
         }
     }
 }
 
+/// The state file cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct StateFileError {
+    /// The file.
+    pub path: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
 impl State {
-    /// The handle for `def`, created if new; counters survive a change of anything but the kind
-    /// and the user labels (which would otherwise make a counter appear to reset in place).
+    /// State kept in memory only.
+    pub fn in_memory() -> State {
+        State::default()
+    }
+
+    /// State kept in `<dir>/probes.json` (read now; a missing file is an empty state).
+    pub fn open(dir: &std::path::Path) -> Result<State, StateFileError> {
+        let file = dir.join("probes.json");
+        let saved: SavedFile = crate::persist::read_json(&file).map_err(|message| StateFileError {
+            path: file.display().to_string(),
+            message,
+        })?;
+        Ok(State {
+            file: Some(file),
+            saved: Mutex::new(saved.probes.into_iter().collect()),
+            ..State::default()
+        })
+    }
+
+    /// The handle for `def`, created if new (and then seeded with what `state_dir` kept of it);
+    /// counters survive a change of anything but the kind and the user labels (which would
+    /// otherwise make a counter appear to reset in place), the level and what is known survive
+    /// a change of the labels too.
     pub fn upsert(&self, def: &ProbeDef) -> ProbeHandle {
         let meta = ProbeMeta::of(def);
         let mut probes = self.probes.write().unwrap_or_else(PoisonError::into_inner);
+        let mut carried = None;
         if let Some(handle) = probes.get(&def.name) {
             let mut state = lock(handle);
             if state.meta.kind == meta.kind && state.meta.labels == meta.labels {
+                if state.meta.target != meta.target {
+                    // What was known of another target says nothing about this one.
+                    state.known = Known::default();
+                }
                 state.meta = meta;
                 drop(state);
                 return handle.clone();
             }
+            if state.meta.kind == meta.kind {
+                carried = state.saved();
+            }
         }
-        let handle = Arc::new(Mutex::new(ProbeState::new(meta)));
+        let mut state = ProbeState::new(meta, self.dirty.clone());
+        let restored = carried.or_else(|| {
+            self.saved
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&def.name)
+        });
+        if let Some(saved) = restored.filter(|s| s.kind == def.kind().as_str()) {
+            state.restore(&saved);
+        }
+        let handle = Arc::new(Mutex::new(state));
         probes.insert(def.name.clone(), handle.clone());
         handle
     }
 
     /// Forgets every probe not in `names`; their series vanish from `/metrics`.
     pub fn retain(&self, names: &HashSet<&str>) {
-        self.probes
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|name, _| names.contains(name.as_str()));
+        let mut probes = self.probes.write().unwrap_or_else(PoisonError::into_inner);
+        let before = probes.len();
+        probes.retain(|name, _| names.contains(name.as_str()));
+        if probes.len() != before {
+            self.dirty.mark(true);
+        }
     }
 
     /// Every probe's handle, sorted by name.
@@ -208,11 +465,171 @@ impl State {
             .get(name)
             .cloned()
     }
+
+    /// Writes the state file now (when state is kept on disk).
+    pub async fn save(&self) -> std::io::Result<()> {
+        let Some(file) = self.file.clone() else {
+            return Ok(());
+        };
+        let _one_at_a_time = self.writing.lock().await;
+        self.dirty.any.store(false, Ordering::Relaxed);
+        self.dirty.level.store(false, Ordering::Relaxed);
+        let probes: BTreeMap<String, Saved> = self
+            .probes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter_map(|(name, handle)| Some((name.clone(), lock(handle).saved()?)))
+            .collect();
+        let bytes = serde_json::to_vec(&SavedFile { probes }).map_err(std::io::Error::other)?;
+        match tokio::task::spawn_blocking(move || crate::persist::write_atomically(&file, &bytes)).await {
+            Ok(result) => result,
+            Err(e) => Err(std::io::Error::other(e)),
+        }
+    }
+
+    /// Keeps the state file current until the state is dropped: written within about 2 s of
+    /// a level change, every 30 s when anything else changed.
+    pub fn keep_saved(self: &Arc<Self>) {
+        if self.file.is_none() {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_secs(2));
+            let mut last = Instant::now();
+            let mut failing = false;
+            loop {
+                ticker.tick().await;
+                let Some(state) = weak.upgrade() else { return };
+                let due = state.dirty.level.load(Ordering::Relaxed)
+                    || (state.dirty.any.load(Ordering::Relaxed) && last.elapsed() >= Duration::from_secs(30));
+                if !due {
+                    continue;
+                }
+                last = Instant::now();
+                match state.save().await {
+                    Ok(()) => failing = false,
+                    Err(e) => {
+                        state.dirty.mark(true);
+                        if !failing {
+                            warn!(error = %e, "could not write the probe state file; retrying");
+                        }
+                        failing = true;
+                    }
+                }
+            }
+        });
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+
+    fn def(text: &str) -> ProbeDef {
+        let config = Config::parse(text, std::path::Path::new(".")).expect("valid config");
+        config.probes.into_iter().next().expect("one probe")
+    }
+
+    fn down(at: SystemTime, reason: Reason) -> Outcome {
+        Outcome {
+            level: Level::Down,
+            reason: Some(reason),
+            detail: String::new(),
+            duration: Duration::from_millis(5),
+            observations: Observations::default(),
+            at,
+            retries: 0,
+        }
+    }
+
+    #[test]
+    fn failure_counters_start_at_zero_for_every_reason_of_the_kind() {
+        let state = State::in_memory();
+        let handle = state.upsert(&def("probes: [{name: a, kind: tcp, address: '127.0.0.1:1'}]"));
+        let probe = lock(&handle);
+        for reason in [Reason::Connect, Reason::Timeout, Reason::Latency, Reason::Expect] {
+            assert_eq!(probe.failures.get(&reason), Some(&0), "{reason}");
+        }
+        assert_eq!(probe.failures.get(&Reason::Json), None, "not a tcp reason");
+    }
+
+    #[tokio::test]
+    async fn a_restart_keeps_the_level_and_since_when() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let probe = def("probes: [{name: a, kind: tcp, address: '127.0.0.1:1', remind_every: 2}]");
+        let began = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        {
+            let state = State::open(dir.path()).expect("open");
+            let handle = state.upsert(&probe);
+            {
+                let mut s = lock(&handle);
+                s.record(down(began, Reason::Connect));
+                let mut with_cert = down(began + Duration::from_secs(30), Reason::Tls);
+                with_cert.observations.tls_cert_expiry = Some(began + Duration::from_secs(86_400));
+                s.record(with_cert);
+            }
+            state.save().await.expect("save");
+        }
+        let state = State::open(dir.path()).expect("reopen");
+        let handle = state.upsert(&probe);
+        let mut s = lock(&handle);
+        let current = s.current.expect("restored");
+        assert_eq!((current.level, current.since), (Level::Down, began));
+        assert_eq!(s.consecutive_failures, 2);
+        assert_eq!(s.reminder, Some(began + Duration::from_secs(30)));
+        assert_eq!(s.last_failure, Some((Reason::Tls, began + Duration::from_secs(30))));
+        assert_eq!(s.known.tls_cert_expiry, Some(began + Duration::from_secs(86_400)));
+        assert!(s.last.is_none(), "no run of this process yet");
+        // The next DOWN run continues the incident; its failed handshake keeps the expiry known.
+        assert_eq!(
+            s.record(down(began + Duration::from_secs(60), Reason::Connect)),
+            Some(Level::Down)
+        );
+        assert_eq!(s.current.map(|c| c.since), Some(began));
+        assert_eq!(s.known.tls_cert_expiry, Some(began + Duration::from_secs(86_400)));
+        assert_eq!(s.consecutive_failures, 3);
+        // A recovery starts a new level.
+        let mut up = down(began + Duration::from_secs(90), Reason::Connect);
+        up.level = Level::Up;
+        up.reason = None;
+        s.record(up);
+        assert_eq!(
+            s.current.map(|c| (c.level, c.since)),
+            Some((Level::Up, began + Duration::from_secs(90)))
+        );
+        assert_eq!((s.consecutive_failures, s.reminder), (0, None));
+    }
+
+    #[test]
+    fn saved_state_of_another_kind_is_not_restored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("probes.json"),
+            r#"{"probes": {"a": {"kind": "http", "level": "down", "since": 1700000000}}}"#,
+        )
+        .expect("write");
+        let state = State::open(dir.path()).expect("open");
+        let handle = state.upsert(&def("probes: [{name: a, kind: tcp, address: '127.0.0.1:1'}]"));
+        assert!(lock(&handle).current.is_none());
+    }
+
+    #[test]
+    fn a_freshness_source_that_cannot_be_queried_keeps_its_newest_record() {
+        let state = State::in_memory();
+        let handle = state.upsert(&def("probes: [{name: a, kind: tcp, address: '127.0.0.1:1'}]"));
+        let mut s = lock(&handle);
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut read = down(at, Reason::Stale);
+        read.observations.freshness_newest = Some(at - Duration::from_secs(600));
+        s.record(read);
+        s.record(down(at + Duration::from_secs(30), Reason::Query));
+        assert_eq!(s.known.freshness_newest, Some(at - Duration::from_secs(600)));
+        s.record(down(at + Duration::from_secs(60), Reason::Empty));
+        assert_eq!(s.known.freshness_newest, None, "the source answered: it holds nothing");
+    }
 
     #[test]
     fn histogram_buckets() {

@@ -405,6 +405,13 @@ async fn tls_valid_soon_expiring_expired_and_untrusted() {
         "{}",
         outcome.detail
     );
+    // The handshake failed, but the expiry is still known: an expiry alert stays firing.
+    let expiry = outcome
+        .observations
+        .tls_cert_expiry
+        .expect("expiry of the refused certificate");
+    let ago = now.duration_since(expiry).expect("in the past").as_secs_f64() / 86400.0;
+    assert!((0.9..=1.1).contains(&ago), "expired a day ago, got {ago} days ago");
 
     let outcome = common::run(&config, "expired-unverified").await;
     assert_eq!(outcome.level, Level::Up, "{outcome:?}");

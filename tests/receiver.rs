@@ -72,7 +72,9 @@ async fn post_to(receiver: &Arc<Receiver>, token: Option<&str>, body: String) ->
 async fn audit_lines(dir: &std::path::Path, at_least: usize) -> Vec<Value> {
     for _ in 0..100 {
         let text = std::fs::read_to_string(dir.join("audit.jsonl")).unwrap_or_default();
-        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        // Only whole lines: the receiver may be writing the next one right now.
+        let whole = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+        let lines: Vec<Value> = whole.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         if lines.len() >= at_least {
             return lines;
         }
@@ -339,16 +341,17 @@ async fn messagebird_relay_fails_after_retries() {
     );
     let receiver = Receiver::start(&config(dir.path(), &whatsapp)).unwrap();
     api.script.lock().unwrap().extend([500, 500, 500]);
-    let firing = payload(
-        json!([alert("f1", "api", false, "firing", "2026-11-21T05:00:00Z")]),
-        "vigil-whatsapp",
-        "firing",
-    );
-    // min_failures: 2 — the first delivery is held back.
-    post_to(&receiver, Some(TOKEN), firing.clone()).await;
+    // min_failures: 2 counts the probe's DOWN runs in a row, which the rules put in the
+    // `consecutive_failures` annotation: one is held back, two go.
+    let with_failures = |n: &str| {
+        let mut firing = alert("f1", "api", false, "firing", "2026-11-21T05:00:00Z");
+        firing["annotations"]["consecutive_failures"] = json!(n);
+        payload(json!([firing]), "vigil-whatsapp", "firing")
+    };
+    post_to(&receiver, Some(TOKEN), with_failures("1")).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(api.seen.lock().unwrap().is_empty());
-    post_to(&receiver, Some(TOKEN), firing).await;
+    post_to(&receiver, Some(TOKEN), with_failures("2")).await;
     for _ in 0..100 {
         if api.seen.lock().unwrap().len() >= 3 {
             break;

@@ -333,6 +333,7 @@ fn history_config(path: &std::path::Path, raw: &str, hourly: &str) -> config::Hi
         path: Some(path.to_path_buf()),
         raw_retention: humantime::parse_duration(raw).unwrap(),
         hourly_retention: humantime::parse_duration(hourly).unwrap(),
+        memory: false,
     }
 }
 

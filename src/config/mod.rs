@@ -117,6 +117,7 @@ struct Common {
     remediation: Option<Remediation>,
     #[serde(default)]
     status_page: ProbePage,
+    remind_every: Option<u32>,
 }
 
 impl Common {
@@ -137,6 +138,7 @@ const PROBE_KEYS: &[&str] = &[
     "labels",
     "remediation",
     "status_page",
+    "remind_every",
 ];
 /// The subset of [`PROBE_KEYS`] that a `/probe` module may set.
 const MODULE_KEYS: &[&str] = &["timeout", "degraded_after", "down_after", "retries", "retry_delay"];
@@ -211,13 +213,69 @@ impl StatusPage {
     }
 }
 
+/// The value of `state_dir` (and `history.path`) that keeps state in memory only.
+pub const MEMORY: &str = ":memory:";
+
+/// Where state that must survive a restart is kept (levels and since when, heartbeats, restart
+/// totals, and by default the history store).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum StateDir {
+    /// Not set in the config: `vigil run` uses `--storage.path` (default `data/`); a config
+    /// used as a library keeps state in memory.
+    #[default]
+    Unset,
+    /// This folder (created if missing).
+    Dir(PathBuf),
+    /// `state_dir: ":memory:"`: nothing survives a restart.
+    Memory,
+}
+
+/// Whether `dir` can hold vigil's state: a writable folder, or one that can be created.
+pub fn check_state_dir(dir: &Path) -> Result<(), String> {
+    let mut existing = dir;
+    while !existing.exists() {
+        match existing.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => existing = parent,
+            _ => {
+                existing = Path::new(".");
+                break;
+            }
+        }
+    }
+    if !existing.is_dir() {
+        return Err(format!("{} is not a folder", existing.display()));
+    }
+    let probe = existing.join(format!(".vigil-write-check-{}", std::process::id()));
+    match std::fs::File::create(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(format!("{} is not writable: {e}", existing.display())),
+    }
+}
+
+impl StateDir {
+    /// The folder, when state is kept on disk.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            StateDir::Dir(dir) => Some(dir),
+            StateDir::Unset | StateDir::Memory => None,
+        }
+    }
+}
+
 /// `history:`: where uptime and latency history is kept, and for how long.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct History {
-    /// SQLite file (created if missing; its folder must exist). Unset: kept in memory only, so
-    /// history starts afresh at every start.
+    /// SQLite file (created if missing; its folder must exist). Unset: `history.db` in the
+    /// state folder, or in memory when state is kept in memory; `":memory:"`: in memory only,
+    /// so history starts afresh at every start.
     pub path: Option<PathBuf>,
+    /// `path: ":memory:"` was asked for.
+    #[serde(skip)]
+    pub memory: bool,
     /// How long single results are kept (the detail view and its latency chart).
     #[serde(with = "humantime_serde")]
     pub raw_retention: Duration,
@@ -230,6 +288,7 @@ impl Default for History {
     fn default() -> Self {
         Self {
             path: None,
+            memory: false,
             raw_retention: Duration::from_secs(24 * 3600),
             hourly_retention: Duration::from_secs(90 * 24 * 3600),
         }
@@ -243,6 +302,10 @@ impl History {
         }
         if self.hourly_retention < Duration::from_secs(3600) {
             ctx.error("history.hourly_retention", "must be at least 1h");
+        }
+        if self.path.as_deref() == Some(Path::new(MEMORY)) {
+            self.path = None;
+            self.memory = true;
         }
         if let Some(path) = &self.path {
             let resolved = ctx.resolve_path(path);
@@ -348,6 +411,8 @@ pub struct ProbeDef {
     pub freshness: Option<Thresholds>,
     /// Its status page settings.
     pub status_page: ProbePage,
+    /// Remind every this many DOWN runs in a row (`vigil_probe_reminder_timestamp_seconds`).
+    pub remind_every: Option<u32>,
     /// Changes whenever anything that defines this probe changes, files it reads included.
     pub fingerprint: u64,
 }
@@ -379,8 +444,8 @@ pub struct Config {
     pub modules: BTreeMap<String, ModuleDef>,
     /// At most this many probe attempts run at once.
     pub concurrency: usize,
-    /// Where vigil keeps state across restarts (heartbeats); `None`: in memory only.
-    pub state_dir: Option<PathBuf>,
+    /// Where vigil keeps state across restarts.
+    pub state_dir: StateDir,
     /// The Docker inventory.
     pub docker: crate::inventory::docker::Config,
     /// `vigil receiver`'s settings, when the config has them.
@@ -576,8 +641,24 @@ fn join(path: &str, key: &str) -> String {
 
 /// Label names a user may not take: vigil's own labels and Prometheus' target labels.
 const RESERVED_LABELS: &[&str] = &[
-    "probe", "kind", "status", "reason", "phase", "level", "le", "target", "action", "instance", "job",
+    "probe",
+    "kind",
+    "status",
+    "reason",
+    "phase",
+    "level",
+    "le",
+    "target",
+    "action",
+    "instance",
+    "job",
+    "step",
+    "remediate",
+    "alertname",
 ];
+
+/// The values the user label `severity` may take: the alerting tiers (docs/alerting.md).
+pub const SEVERITIES: &[&str] = &["critical", "high", "warning", "business", "info"];
 
 fn valid_label_name(name: &str) -> bool {
     name.chars()
@@ -603,6 +684,15 @@ fn check_labels(ctx: &mut BuildContext, path: &str, labels: &BTreeMap<String, St
             ctx.error(
                 &key,
                 format!("label `{name}` is set by vigil itself; pick another name"),
+            );
+        } else if name == "severity" && !SEVERITIES.contains(&labels[name].as_str()) {
+            ctx.error(
+                &key,
+                format!(
+                    "severity `{}` is not an alerting tier; expected one of: {}",
+                    labels[name],
+                    SEVERITIES.join(", ")
+                ),
             );
         }
     }
@@ -675,7 +765,7 @@ impl Config {
         let mut defaults = Defaults::default();
         let mut global_labels = BTreeMap::new();
         let mut concurrency = 512usize;
-        let mut state_dir = None;
+        let mut state_dir = StateDir::Unset;
         let mut docker = crate::inventory::docker::Config::default();
         let mut receiver = None;
         let mut status_page = StatusPage::default();
@@ -693,9 +783,17 @@ impl Config {
                     Some(n) => concurrency = n,
                     None => {}
                 },
-                "state_dir" => {
-                    state_dir = ctx.deserialize::<PathBuf>(value, key).map(|dir| ctx.resolve_path(&dir));
-                }
+                "state_dir" => match ctx.deserialize::<PathBuf>(value, key) {
+                    Some(dir) if dir == Path::new(MEMORY) => state_dir = StateDir::Memory,
+                    Some(dir) if dir.as_os_str().is_empty() => {
+                        ctx.error(
+                            key,
+                            format!("must name a folder, or `{MEMORY}` to keep state in memory only"),
+                        );
+                    }
+                    Some(dir) => state_dir = StateDir::Dir(ctx.resolve_path(&dir)),
+                    None => {}
+                },
                 "docker" => {
                     if let Some(config) = ctx.deserialize::<crate::inventory::docker::Config>(value, key) {
                         config.validate(&mut ctx, key);
@@ -755,7 +853,7 @@ impl Config {
         }
 
         if ctx.errors.is_empty() {
-            Ok(Config {
+            let mut config = Config {
                 source,
                 probes,
                 modules,
@@ -766,10 +864,29 @@ impl Config {
                 status_page,
                 history,
                 kubernetes,
-            })
+            };
+            config.derive_history_path();
+            Ok(config)
         } else {
             ctx.errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
             Err(ctx.errors)
+        }
+    }
+}
+
+impl Config {
+    /// Keeps state in `dir` when the config does not say where (`vigil run --storage.path`).
+    pub fn default_state_dir(&mut self, dir: Option<&Path>) {
+        if let (StateDir::Unset, Some(dir)) = (&self.state_dir, dir) {
+            self.state_dir = StateDir::Dir(dir.to_path_buf());
+            self.derive_history_path();
+        }
+    }
+
+    /// With state on disk and no `history.path`, the history store is `history.db` beside it.
+    fn derive_history_path(&mut self) {
+        if let (Some(dir), None, false) = (self.state_dir.path(), &self.history.path, self.history.memory) {
+            self.history.path = Some(dir.join("history.db"));
         }
     }
 }
@@ -904,6 +1021,9 @@ fn build_probe(
     if let Some(remediation) = &common.remediation {
         remediation.validate(ctx, &join(path, "remediation"));
     }
+    if common.remind_every == Some(0) {
+        ctx.error(&join(path, "remind_every"), "must be at least 1 (DOWN runs in a row)");
+    }
     let built = Probe::build(kind, &own, ctx, path, Role::Scheduled);
     if ctx.errors.len() > errors_before {
         return None;
@@ -930,6 +1050,7 @@ fn build_probe(
         remediation: common.remediation,
         freshness: built.freshness,
         status_page: common.status_page,
+        remind_every: common.remind_every,
         fingerprint: hasher.finish(),
     })
 }

@@ -5,6 +5,8 @@
 //! Restarts are a counter keyed by compose project, service and container number (or by name
 //! outside compose) that keeps counting when a container is re-created: when a container goes,
 //! its last restart count stays in its key's total, and the next container's restarts add to it.
+//! The totals are kept in `<state_dir>/containers.json`, so a restart of vigil is no counter
+//! reset (which `increase()` would read as a burst of restarts, or miss one).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -20,7 +22,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, LabelSetEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Unit;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
@@ -153,11 +155,13 @@ pub struct Container {
     pub oom_killed: bool,
     /// When the current (or last) run started.
     pub started_at: Option<SystemTime>,
+    /// When the last run ended (`None` while it has never stopped).
+    pub finished_at: Option<SystemTime>,
     key: String,
 }
 
 /// The restart total of one key (compose service replica or container name).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 struct Restarts {
     /// Restarts of containers with this key that are gone.
     gone: u64,
@@ -189,16 +193,20 @@ const HEALTHS: [&str; 4] = ["healthy", "unhealthy", "starting", "none"];
 struct Snapshot {
     containers: BTreeMap<String, Container>,
     restarts: HashMap<String, Restarts>,
+    /// The totals changed since they were last written.
+    dirty: bool,
 }
 
 impl Snapshot {
     fn upsert(&mut self, id: &str, container: Container) {
         let entry = self.restarts.entry(container.key.clone()).or_default();
         // Docker's count only grows within one container; never let the total go down.
-        let previous = entry.current.get(id).copied().unwrap_or(0);
-        entry
-            .current
-            .insert(id.to_string(), container.restart_count.max(previous));
+        let previous = entry.current.get(id).copied();
+        let count = container.restart_count.max(previous.unwrap_or(0));
+        if previous != Some(count) {
+            self.dirty = true;
+        }
+        entry.current.insert(id.to_string(), count);
         entry.last_seen = Some(SystemTime::now());
         self.containers.insert(id.to_string(), container);
     }
@@ -209,8 +217,28 @@ impl Snapshot {
         {
             if let Some(count) = entry.current.remove(id) {
                 entry.gone += count;
+                self.dirty = true;
             }
             entry.last_seen = Some(SystemTime::now());
+        }
+    }
+
+    /// After a full list: containers remembered from before vigil started that the engine no
+    /// longer has keep their restarts in their key's total.
+    fn forget_unlisted(&mut self, listed: &[String]) {
+        for entry in self.restarts.values_mut() {
+            let gone: Vec<String> = entry
+                .current
+                .keys()
+                .filter(|id| !listed.contains(id) && !self.containers.contains_key(*id))
+                .cloned()
+                .collect();
+            for id in gone {
+                if let Some(count) = entry.current.remove(&id) {
+                    entry.gone += count;
+                    self.dirty = true;
+                }
+            }
         }
     }
 
@@ -227,6 +255,8 @@ pub struct Inventory {
     snapshot: Mutex<Snapshot>,
     up: AtomicBool,
     active: AtomicBool,
+    /// `<state_dir>/containers.json`, when totals are kept on disk.
+    file: Option<std::path::PathBuf>,
 }
 
 /// The running watcher; dropping it stops it.
@@ -240,6 +270,46 @@ impl Drop for Watcher {
 }
 
 impl Inventory {
+    /// An inventory whose restart totals are kept in `<dir>/containers.json` (read now).
+    pub fn open(dir: Option<&Path>) -> Result<Inventory, String> {
+        let Some(dir) = dir else {
+            return Ok(Inventory::default());
+        };
+        let file = dir.join("containers.json");
+        let restarts: HashMap<String, Restarts> = crate::persist::read_json(&file)?;
+        Ok(Inventory {
+            snapshot: Mutex::new(Snapshot {
+                restarts,
+                ..Snapshot::default()
+            }),
+            file: Some(file),
+            ..Inventory::default()
+        })
+    }
+
+    /// Writes the restart totals when they changed since the last write.
+    pub async fn save(&self) -> std::io::Result<()> {
+        let Some(file) = self.file.clone() else {
+            return Ok(());
+        };
+        let bytes = self.with(|s| {
+            if !s.dirty {
+                return None;
+            }
+            s.dirty = false;
+            Some(serde_json::to_vec(&s.restarts))
+        });
+        let Some(bytes) = bytes else { return Ok(()) };
+        let bytes = bytes.map_err(std::io::Error::other)?;
+        let written = tokio::task::spawn_blocking(move || crate::persist::write_atomically(&file, &bytes))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        if written.is_err() {
+            self.with(|s| s.dirty = true);
+        }
+        written
+    }
+
     /// Starts watching the engine `config` names; `None` when the inventory is off.
     pub fn watch(self: &Arc<Self>, config: &Config) -> Option<Watcher> {
         let active = config.active();
@@ -249,6 +319,31 @@ impl Inventory {
             return None;
         }
         Some(Watcher(tokio::spawn(run(self.clone(), config.clone()))))
+    }
+
+    /// Writes the totals every 10 s while they change, until the inventory is dropped.
+    pub fn keep_saved(self: &Arc<Self>) {
+        if self.file.is_none() {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_secs(10));
+            let mut failing = false;
+            loop {
+                ticker.tick().await;
+                let Some(inventory) = weak.upgrade() else { return };
+                match inventory.save().await {
+                    Ok(()) => failing = false,
+                    Err(e) => {
+                        if !failing {
+                            warn!(error = %e, "could not write the container restart totals; retrying");
+                        }
+                        failing = true;
+                    }
+                }
+            }
+        });
     }
 
     /// Whether the engine answered last time it was asked.
@@ -375,6 +470,7 @@ async fn relist(inventory: &Inventory, docker: &Docker, filters: &HashMap<&str, 
         for id in gone {
             s.remove(&id);
         }
+        s.forget_unlisted(&ids);
         s.forget_old_keys();
     });
     Ok(())
@@ -416,6 +512,12 @@ fn describe(details: bollard::models::ContainerInspectResponse) -> Container {
         .and_then(|t| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok())
         .filter(|t| t.year() > 1)
         .map(SystemTime::from);
+    let finished_at = state
+        .finished_at
+        .as_deref()
+        .and_then(|t| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok())
+        .filter(|t| t.year() > 1)
+        .map(SystemTime::from);
     Container {
         name,
         project,
@@ -435,6 +537,7 @@ fn describe(details: bollard::models::ContainerInspectResponse) -> Container {
         exit_code: state.exit_code.unwrap_or(0),
         oom_killed: state.oom_killed.unwrap_or(false),
         started_at,
+        finished_at,
         key,
     }
 }
@@ -567,6 +670,22 @@ impl Collector for DockerCollector {
                     .encode_gauge(&crate::metrics::unix_seconds(at))?;
             }
         }
+        let mut family = encoder.encode_descriptor(
+            "vigil_container_finished_timestamp",
+            "When the container's last run ended (only for containers that have stopped once).",
+            Some(&Unit::Seconds),
+            MetricType::Gauge,
+        )?;
+        for c in containers.values() {
+            if let Some(at) = c.finished_at {
+                family
+                    .encode_family(&Labels {
+                        container: c,
+                        extra: None,
+                    })?
+                    .encode_gauge(&crate::metrics::unix_seconds(at))?;
+            }
+        }
         Ok(())
     }
 }
@@ -586,6 +705,7 @@ mod tests {
             exit_code: 0,
             oom_killed: false,
             started_at: None,
+            finished_at: None,
             key: key.into(),
         }
     }
@@ -603,5 +723,31 @@ mod tests {
         // A stale, lower count for a container never lowers the total.
         s.upsert("b", container("k", 1));
         assert_eq!(s.restarts["k"].total(), 7);
+    }
+
+    #[test]
+    fn totals_survive_a_restart_of_vigil() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        let inventory = Inventory::open(Some(dir.path())).expect("open");
+        inventory.with(|s| {
+            s.upsert("a", container("k", 3));
+            s.upsert("b", container("j", 1));
+        });
+        rt.block_on(inventory.save()).expect("save");
+        // vigil restarts; meanwhile container `b` was removed and `a` restarted twice more.
+        let again = Inventory::open(Some(dir.path())).expect("reopen");
+        again.with(|s| {
+            assert_eq!(s.restarts["k"].total(), 3, "restored");
+            s.upsert("a", container("k", 5));
+            s.forget_unlisted(&["a".to_string()]);
+            assert_eq!(s.restarts["k"].total(), 5, "no double count of the same container");
+            assert_eq!(
+                s.restarts["j"].total(),
+                1,
+                "a container gone meanwhile keeps its restarts"
+            );
+            assert!(s.restarts["j"].current.is_empty());
+        });
     }
 }

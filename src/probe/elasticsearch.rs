@@ -79,6 +79,20 @@ pub struct Settings {
     thresholds: Thresholds,
 }
 
+/// The reasons this kind ends with besides the scheduler's (a query to the cluster and the age of what it found).
+pub(crate) const REASONS: &[Reason] = &[
+    Reason::Dns,
+    Reason::Connect,
+    Reason::Tls,
+    Reason::Protocol,
+    Reason::Status,
+    Reason::Auth,
+    Reason::Missing,
+    Reason::Query,
+    Reason::Empty,
+    Reason::Stale,
+];
+
 pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) -> Option<Built<Settings>> {
     if role == Role::Module {
         ctx.error(path, "an elasticsearch probe cannot be a /probe module");

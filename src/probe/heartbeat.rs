@@ -46,6 +46,9 @@ impl Settings {
     }
 }
 
+/// The reasons this kind ends with besides the scheduler's (the age of the last beat and what the job reported).
+pub(crate) const REASONS: &[Reason] = &[Reason::Empty, Reason::Stale, Reason::Reported];
+
 pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) -> Option<Built<Settings>> {
     if role == Role::Module {
         ctx.error(path, "a heartbeat cannot be a /probe module: it has no target to probe");

@@ -245,6 +245,19 @@ fn parse_target(target: &str) -> Result<Url, String> {
     }
 }
 
+/// The reasons this kind ends with besides the scheduler's (one HTTP request and its redirects).
+pub(crate) const REASONS: &[Reason] = &[
+    Reason::Dns,
+    Reason::Connect,
+    Reason::Tls,
+    Reason::Protocol,
+    Reason::Status,
+    Reason::Body,
+    Reason::Header,
+    Reason::Json,
+    Reason::Redirect,
+];
+
 pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) -> Option<Built<Settings>> {
     let key = |k: &str| format!("{path}.{k}");
     match (role, &spec.url) {
@@ -507,13 +520,15 @@ pub async fn fetch(transport: &Transport, outgoing: Outgoing<'_>, obs: &mut Obse
         let response = if url.scheme() == "https" {
             let started = Instant::now();
             let name = transport.server_name.as_deref().unwrap_or(&host);
-            let shake = tls::handshake(&transport.tls, name, connected.stream).await;
+            let mut expired = None;
+            let shake = tls::handshake(&transport.tls, name, connected.stream, &mut expired).await;
             phases.tls += started.elapsed();
             let shake = match shake {
                 Ok(s) => s,
                 Err(e) => {
                     obs.phases = Some(phases);
                     obs.tls = Some(true);
+                    obs.tls_cert_expiry = expired.or(obs.tls_cert_expiry);
                     return Err(e);
                 }
             };

@@ -44,6 +44,11 @@ impl Level {
             Level::Down => "down",
         }
     }
+
+    /// The level whose label value is `name`.
+    pub fn from_name(name: &str) -> Option<Level> {
+        Level::ALL.into_iter().find(|l| l.as_str() == name)
+    }
 }
 
 impl fmt::Display for Level {
@@ -96,6 +101,38 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason.
+    pub const ALL: [Reason; 19] = [
+        Reason::Timeout,
+        Reason::Dns,
+        Reason::Connect,
+        Reason::Tls,
+        Reason::Protocol,
+        Reason::Status,
+        Reason::Body,
+        Reason::Header,
+        Reason::Json,
+        Reason::Redirect,
+        Reason::Latency,
+        Reason::Expect,
+        Reason::Auth,
+        Reason::Missing,
+        Reason::Query,
+        Reason::Empty,
+        Reason::Stale,
+        Reason::Reported,
+        Reason::Internal,
+    ];
+
+    /// What any kind can end with, whatever it checks: the scheduler's timeout and latency
+    /// thresholds, and a probe that panicked.
+    pub const SCHEDULER: [Reason; 3] = [Reason::Timeout, Reason::Latency, Reason::Internal];
+
+    /// The reason whose label value is `name`.
+    pub fn from_name(name: &str) -> Option<Reason> {
+        Reason::ALL.into_iter().find(|r| r.as_str() == name)
+    }
+
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -274,6 +311,12 @@ macro_rules! probe_kinds {
             /// The label value.
             pub fn as_str(self) -> &'static str {
                 match self { $(Kind::$variant => $name,)+ }
+            }
+
+            /// The reasons a run of this kind can end with besides [`Reason::SCHEDULER`]; its
+            /// failure counters start at 0 for each, so `increase()` sees the first failure.
+            pub fn own_reasons(self) -> &'static [Reason] {
+                match self { $(Kind::$variant => $module::REASONS,)+ }
             }
 
             /// The kind named `name`.

@@ -84,6 +84,18 @@ fn driver_of(dsn: &str) -> Result<(Driver, String), String> {
     }
 }
 
+/// The reasons this kind ends with besides the scheduler's (a query to the database and the age of what it found).
+pub(crate) const REASONS: &[Reason] = &[
+    Reason::Connect,
+    Reason::Tls,
+    Reason::Protocol,
+    Reason::Auth,
+    Reason::Missing,
+    Reason::Query,
+    Reason::Empty,
+    Reason::Stale,
+];
+
 pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) -> Option<Built<Settings>> {
     if role == Role::Module {
         ctx.error(path, "an sql probe cannot be a /probe module");

@@ -67,6 +67,15 @@ fn split_address(address: &str) -> Result<(&str, u16), String> {
     Ok((host, port))
 }
 
+/// The reasons this kind ends with besides the scheduler's (a connection and its exchange).
+pub(crate) const REASONS: &[Reason] = &[
+    Reason::Dns,
+    Reason::Connect,
+    Reason::Tls,
+    Reason::Protocol,
+    Reason::Expect,
+];
+
 pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) -> Option<Built<Settings>> {
     match (role, &spec.address) {
         (Role::Scheduled, None) => ctx.error(path, "missing key `address`"),
@@ -136,14 +145,18 @@ async fn attempt(settings: &Settings, target: &str, obs: &mut Observations) -> R
             obs.tls = Some(true);
             let started = std::time::Instant::now();
             let name = settings.server_name.as_deref().unwrap_or(host);
-            let shake = tls::handshake(config, name, connected.stream).await;
+            let mut expired = None;
+            let shake = tls::handshake(config, name, connected.stream, &mut expired).await;
             phases.tls = started.elapsed();
             match shake {
                 Ok(shake) => {
                     obs.tls_cert_expiry = shake.earliest_expiry;
                     converse(settings, shake.stream).await
                 }
-                Err(e) => Err(e),
+                Err(e) => {
+                    obs.tls_cert_expiry = expired;
+                    Err(e)
+                }
             }
         }
     };

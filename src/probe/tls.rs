@@ -167,24 +167,41 @@ pub struct Handshake<S> {
     pub earliest_expiry: Option<SystemTime>,
 }
 
-/// Runs the TLS handshake over `stream`, naming the server `server_name`.
+/// Runs the TLS handshake over `stream`, naming the server `server_name`. When it fails because
+/// the certificate has expired, `failed_expiry` gets its `notAfter`, so the expiry stays known
+/// (and an expiry alert stays firing) while handshakes fail.
 pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     config: &Arc<ClientConfig>,
     server_name: &str,
     stream: S,
+    failed_expiry: &mut Option<SystemTime>,
 ) -> Result<Handshake<S>, Failure> {
     let name = server_name.trim_start_matches('[').trim_end_matches(']');
     let name = ServerName::try_from(name.to_string())
         .map_err(|e| Failure::new(Reason::Tls, format!("invalid TLS server name {server_name}: {e}")))?;
-    let stream = TlsConnector::from(config.clone())
-        .connect(name, stream)
-        .await
-        .map_err(|e| Failure::new(Reason::Tls, format!("TLS handshake: {e}")))?;
+    let stream = match TlsConnector::from(config.clone()).connect(name, stream).await {
+        Ok(stream) => stream,
+        Err(e) => {
+            *failed_expiry = expired_not_after(&e);
+            return Err(Failure::new(Reason::Tls, format!("TLS handshake: {e}")));
+        }
+    };
     let earliest_expiry = stream.get_ref().1.peer_certificates().and_then(earliest_not_after);
     Ok(Handshake {
         stream,
         earliest_expiry,
     })
+}
+
+/// The `notAfter` of an expired certificate that made a handshake fail.
+fn expired_not_after(error: &std::io::Error) -> Option<SystemTime> {
+    let inner = error.get_ref()?.downcast_ref::<rustls::Error>()?;
+    match inner {
+        rustls::Error::InvalidCertificate(rustls::CertificateError::ExpiredContext { not_after, .. }) => {
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(not_after.as_secs()))
+        }
+        _ => None,
+    }
 }
 
 /// The earliest `notAfter` of a certificate chain.

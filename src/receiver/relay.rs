@@ -39,7 +39,9 @@ pub struct Spec {
     /// At most one message per alert group within this (default 15m); resolved notices always go.
     #[serde(default = "default_min_interval", with = "humantime_serde")]
     pub min_interval: Duration,
-    /// Firing deliveries of a group before its first message (default 1).
+    /// DOWN runs in a row a probe must have (the alert's `consecutive_failures` annotation,
+    /// which vigil's rules fill in) before a message goes (default 1). Alerts without the
+    /// annotation (containers, the exporter itself) are not held back.
     #[serde(default = "one")]
     pub min_failures: u32,
     /// Retries after a 429, a 5xx or a connection error (default 3).
@@ -272,17 +274,30 @@ impl Message {
     }
 }
 
-/// Per alert group: deliveries seen and when a message last went.
+/// Per alert group: when a message last went.
 #[derive(Clone, Debug, Default)]
 pub struct GroupState {
-    firing_deliveries: u32,
     last_sent: Option<SystemTime>,
+}
+
+/// The most DOWN runs in a row among the firing alerts of `payload` that say (the annotation
+/// `consecutive_failures`); `None` when none of them says.
+fn consecutive_failures(payload: &Payload) -> Option<u64> {
+    payload
+        .alerts
+        .iter()
+        .filter(|a| a.status == Status::Firing)
+        .filter_map(|a| a.annotations.get("consecutive_failures"))
+        .filter_map(|v| v.trim().parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .map(|v| v as u64)
+        .max()
 }
 
 /// Why a delivery was not relayed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Held {
-    /// Fewer firing deliveries than `min_failures` so far.
+    /// The probe has failed fewer times in a row than `min_failures`.
     TooFewFailures,
     /// A message went for this group within `min_interval`.
     Throttled,
@@ -311,8 +326,7 @@ impl Relay {
                 if sent { Ok(()) } else { Err(Held::NothingToResolve) }
             }
             Status::Firing => {
-                group.firing_deliveries += 1;
-                if group.firing_deliveries < self.min_failures {
+                if consecutive_failures(payload).is_some_and(|n| n < u64::from(self.min_failures)) {
                     return Err(Held::TooFewFailures);
                 }
                 if group

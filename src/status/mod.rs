@@ -292,24 +292,21 @@ fn seconds(d: Duration) -> f64 {
 fn build(def: &ProbeDef, state: &crate::state::ProbeState, history: &ProbeHistory, now: SystemTime) -> ProbeStatus {
     let now_ms = unix_ms(now);
     let last = state.last.as_ref();
-    let level = last.map_or("pending", |o| o.level.as_str());
-    let since = match (last, history.level) {
-        (Some(o), Some((level, since))) if level == o.level => Some(rfc3339(from_unix_ms(since))),
-        _ => None,
-    };
+    let current = state.current.as_ref();
+    let level = current.map_or("pending", |c| c.level.as_str());
     ProbeStatus {
         name: def.name.clone(),
         kind: def.kind().to_string(),
         target: def.display_target.clone(),
         labels: def.labels.iter().cloned().collect(),
         level: level.to_string(),
-        reason: last.and_then(|o| o.reason).map(|r| r.to_string()),
+        reason: current.and_then(|c| c.reason).map(|r| r.to_string()),
         detail: last
             .filter(|o| o.level != Level::Up && !o.detail.is_empty())
             .map(|o| o.detail.clone()),
         latency_seconds: last.map(|o| seconds(o.duration)),
-        last_run: last.map(|o| rfc3339(o.at)),
-        since,
+        last_run: state.last_run.map(rfc3339),
+        since: current.map(|c| rfc3339(c.since)),
         interval_seconds: seconds(def.timing.interval),
         degraded_after_seconds: seconds(def.timing.degraded_after),
         down_after_seconds: seconds(def.timing.down_after),

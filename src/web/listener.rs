@@ -26,6 +26,33 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
+/// `--web.external-url` checked and ending in `/`.
+pub fn external_url(text: &str) -> Result<String, String> {
+    let url = url::Url::parse(text).map_err(|e| format!("--web.external-url {text:?}: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(format!("--web.external-url {text:?}: not an http(s) URL with a host"));
+    }
+    let mut text = url.to_string();
+    if !text.ends_with('/') {
+        text.push('/');
+    }
+    Ok(text)
+}
+
+/// The URL vigil is reached at when `--web.external-url` is not given: this host's name and
+/// the port it listens on.
+pub fn default_external_url(local: SocketAddr, tls: bool) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| match local.ip() {
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        });
+    format!("{}://{host}:{}/", if tls { "https" } else { "http" }, local.port())
+}
+
 /// `--web.config.file`: TLS and basic auth for the listener.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

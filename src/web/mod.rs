@@ -5,6 +5,7 @@ pub mod badge;
 mod blackbox;
 pub mod listener;
 mod page;
+pub mod runbook;
 
 use std::sync::Arc;
 
@@ -30,6 +31,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/-/ready", get(|| async { "Ready\n" }))
         .route("/-/reload", post(reload_handler).put(reload_handler))
         .route("/push/{name}", post(push_handler).put(push_handler))
+        .route("/runbook", get(runbook::handler))
         .with_state(app)
 }
 

@@ -167,6 +167,8 @@ pub struct Running {
     pub child: Child,
     logs: Arc<Mutex<Vec<String>>>,
     pub port: u16,
+    /// The state folder (`--storage.path`) when the test did not name one.
+    _storage: Option<tempfile::TempDir>,
 }
 
 impl Running {
@@ -183,6 +185,12 @@ impl Running {
     /// Starts `vigil <command>` and waits (10 s at most) for its log line `ready`, which carries
     /// the address it listens on.
     fn spawn(command: &str, ready: &'static str, listen: &str, config: &std::path::Path, extra: &[&str]) -> Running {
+        // Never the working directory's `data/`: tests run in parallel.
+        let storage = (command == "run" && !extra.contains(&"--storage.path")).then(|| tempfile::tempdir().unwrap());
+        let mut storage_args: Vec<&std::ffi::OsStr> = Vec::new();
+        if let Some(dir) = &storage {
+            storage_args.extend([std::ffi::OsStr::new("--storage.path"), dir.path().as_os_str()]);
+        }
         let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
             .args([
                 command,
@@ -194,6 +202,7 @@ impl Running {
             ])
             .arg(config)
             .args(extra)
+            .args(storage_args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -216,7 +225,12 @@ impl Running {
             .recv_timeout(Duration::from_secs(10))
             .unwrap_or_else(|_| panic!("vigil {command} did not log {ready:?} within 10s"));
         let port = address.rsplit(':').next().unwrap().parse().unwrap();
-        Running { child, logs, port }
+        Running {
+            child,
+            logs,
+            port,
+            _storage: storage,
+        }
     }
 
     pub fn get(&self, path: &str) -> String {
