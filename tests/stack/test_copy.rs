@@ -1,8 +1,10 @@
 //! Test copies of the shipped configs, made from the shipped files when a test runs, so they
 //! cannot drift from them. They change only what a test on one machine needs:
 //!
-//! - time: every `for:` of the rules and every `group_wait`, `group_interval` and
-//!   `repeat_interval` of Alertmanager's routes is divided by one factor (see [`scale`]);
+//! - time: every `for:` and `keep_firing_for:` of the rules, the escalation waits they read
+//!   (`vigil:escalation_wait:seconds`, `vigil:alert_wait:seconds`) and every `group_wait`,
+//!   `group_interval` and `repeat_interval` of Alertmanager's routes is divided by one factor
+//!   (see [`scale`]);
 //! - Alertmanager: every receiver keeps its name and becomes one webhook to `<webhooks>/<name>`
 //!   that sends resolved notices exactly when the original integrations do; `*_file` secrets
 //!   are dropped; routes lose their mute/active time intervals (a test must not depend on the day
@@ -212,15 +214,34 @@ pub fn one_receiver_config(shipped: &Path, copy: &OneReceiver) -> String {
     dump(&Yaml::Hash(root))
 }
 
-/// The test copy of a shipped rules file: every `for:` divided by `time_scale`.
+/// Recording rules whose `vector(seconds)` is a wait, scaled like `for`.
+const WAITS: [&str; 2] = ["vigil:escalation_wait:seconds", "vigil:alert_wait:seconds"];
+
+/// The test copy of a shipped rules file: every `for:` and `keep_firing_for:`, and every wait
+/// of [`WAITS`], divided by `time_scale`.
 pub fn rules(shipped: &Path, time_scale: u64) -> String {
     let mut doc = load(shipped);
     let root = mapping(&mut doc, "a rules file");
     for group in list(root.get_mut(&key("groups")), "groups") {
         let group = mapping(group, "a rule group");
         for rule in list(group.get_mut(&key("rules")), "rules") {
-            if let Some(duration) = mapping(rule, "a rule").get_mut(&key("for")) {
-                *duration = key(&scale(duration.as_str().expect("`for` is a duration"), time_scale));
+            let rule = mapping(rule, "a rule");
+            for field in ["for", "keep_firing_for"] {
+                if let Some(duration) = rule.get_mut(&key(field)) {
+                    *duration = key(&scale(duration.as_str().expect("a duration"), time_scale));
+                }
+            }
+            let is_wait = rule
+                .get(&key("record"))
+                .and_then(Yaml::as_str)
+                .is_some_and(|name| WAITS.contains(&name));
+            if is_wait {
+                let expr = rule.get_mut(&key("expr")).expect("a wait has an expr");
+                let seconds: f64 = expr
+                    .as_str()
+                    .and_then(|e| e.trim().strip_prefix("vector(")?.strip_suffix(')')?.parse().ok())
+                    .expect("a wait is vector(<seconds>)");
+                *expr = Yaml::String(format!("vector({})", seconds / time_scale as f64));
             }
         }
     }
