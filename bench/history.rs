@@ -103,6 +103,7 @@ fn outcome(rng: &mut fastrand::Rng, at: SystemTime) -> Outcome {
         observations: Default::default(),
         at,
         retries: 0,
+        pending: false,
     }
 }
 

@@ -90,6 +90,7 @@ pub async fn execute(
             observations: checked.observations,
             at: SystemTime::now(),
             retries,
+            pending: checked.pending,
         };
     }
 }
@@ -279,6 +280,10 @@ async fn run_loop(
         let outcome = execute(&def.probe, &def.target, &def.timing, Some(&limiter), &context)
             .instrument(span.clone())
             .await;
+        if outcome.pending {
+            // Nothing to judge yet: the probe stays pending on /metrics and the page.
+            continue;
+        }
         let (level, reason, detail) = (outcome.level, outcome.reason, outcome.detail.clone());
         let at_ms = unix_ms(outcome.at);
         sinks.history.record(&def.name, &outcome);

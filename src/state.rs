@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use crate::config::{ProbeDef, Timing};
-use crate::metrics::unix_seconds;
+use crate::history::{from_unix_ms, unix_ms};
 use crate::probe::{Kind, Level, Observations, Reason, Thresholds};
 
 /// The result of one scheduled run (after retries and latency thresholds).
@@ -38,6 +38,8 @@ pub struct Outcome {
     pub at: SystemTime,
     /// Extra attempts made (retries).
     pub retries: u32,
+    /// Nothing to judge yet (see [`crate::probe::Checked::pending`]): not recorded.
+    pub pending: bool,
 }
 
 /// Upper bounds of the latency histogram buckets, in seconds.
@@ -221,7 +223,7 @@ impl ProbeState {
         }
         let since = match self.current {
             Some(c) if c.level == outcome.level => c.since,
-            _ => outcome.at,
+            _ => to_ms(outcome.at),
         };
         self.current = Some(Current {
             level: outcome.level,
@@ -239,27 +241,25 @@ impl ProbeState {
         let Some(level) = Level::from_name(&saved.level) else {
             return;
         };
-        let time = |secs: f64| crate::probe::freshness::from_epoch(secs);
-        let Some(since) = time(saved.since) else { return };
         self.current = Some(Current {
             level,
             reason: saved.reason.as_deref().and_then(Reason::from_name),
-            since,
+            since: from_unix_ms(saved.since_ms),
         });
-        self.last_run = saved.last_run.and_then(time);
-        self.last_success = saved.last_success.and_then(time);
+        self.last_run = saved.last_run_ms.map(from_unix_ms);
+        self.last_success = saved.last_success_ms.map(from_unix_ms);
         self.last_failure = saved
             .last_failure
             .as_ref()
-            .and_then(|(reason, at)| Some((Reason::from_name(reason)?, time(*at)?)));
+            .and_then(|(reason, at)| Some((Reason::from_name(reason)?, from_unix_ms(*at))));
         self.consecutive_failures = saved.consecutive_failures;
-        self.reminder = saved.reminder.and_then(time);
+        self.reminder = saved.reminder_ms.map(from_unix_ms);
         self.known = Known {
-            tls_cert_expiry: saved.tls_cert_expiry.and_then(time),
-            freshness_newest: saved.freshness_newest.and_then(time),
+            tls_cert_expiry: saved.tls_cert_expiry_ms.map(from_unix_ms),
+            freshness_newest: saved.freshness_newest_ms.map(from_unix_ms),
         };
-        if let Some(first) = saved.first_seen.and_then(time) {
-            self.first_seen = first;
+        if let Some(first) = saved.first_seen_ms {
+            self.first_seen = from_unix_ms(first);
         }
     }
 
@@ -269,45 +269,51 @@ impl ProbeState {
             kind: self.meta.kind.as_str().to_string(),
             level: current.level.as_str().to_string(),
             reason: current.reason.map(|r| r.as_str().to_string()),
-            since: unix_seconds(current.since),
-            last_run: self.last_run.map(unix_seconds),
-            last_success: self.last_success.map(unix_seconds),
+            since_ms: unix_ms(current.since),
+            last_run_ms: self.last_run.map(unix_ms),
+            last_success_ms: self.last_success.map(unix_ms),
             last_failure: self
                 .last_failure
-                .map(|(reason, at)| (reason.as_str().to_string(), unix_seconds(at))),
+                .map(|(reason, at)| (reason.as_str().to_string(), unix_ms(at))),
             consecutive_failures: self.consecutive_failures,
-            reminder: self.reminder.map(unix_seconds),
-            tls_cert_expiry: self.known.tls_cert_expiry.map(unix_seconds),
-            freshness_newest: self.known.freshness_newest.map(unix_seconds),
-            first_seen: Some(unix_seconds(self.first_seen)),
+            reminder_ms: self.reminder.map(unix_ms),
+            tls_cert_expiry_ms: self.known.tls_cert_expiry.map(unix_ms),
+            freshness_newest_ms: self.known.freshness_newest.map(unix_ms),
+            first_seen_ms: Some(unix_ms(self.first_seen)),
         })
     }
 }
 
-/// What `probes.json` keeps of one probe (times in seconds since the Unix epoch).
+/// What `probes.json` keeps of one probe (times in milliseconds since the Unix epoch).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 struct Saved {
     kind: String,
     level: String,
     #[serde(default)]
     reason: Option<String>,
-    since: f64,
+    since_ms: i64,
     #[serde(default)]
-    last_run: Option<f64>,
+    last_run_ms: Option<i64>,
     #[serde(default)]
-    last_success: Option<f64>,
+    last_success_ms: Option<i64>,
     #[serde(default)]
-    last_failure: Option<(String, f64)>,
+    last_failure: Option<(String, i64)>,
     #[serde(default)]
     consecutive_failures: u64,
     #[serde(default)]
-    reminder: Option<f64>,
+    reminder_ms: Option<i64>,
     #[serde(default)]
-    tls_cert_expiry: Option<f64>,
+    tls_cert_expiry_ms: Option<i64>,
     #[serde(default)]
-    freshness_newest: Option<f64>,
+    freshness_newest_ms: Option<i64>,
     #[serde(default)]
-    first_seen: Option<f64>,
+    first_seen_ms: Option<i64>,
+}
+
+/// `t` to the millisecond, as kept in the state file: what is published before and after a
+/// restart is then the same number.
+fn to_ms(t: SystemTime) -> SystemTime {
+    from_unix_ms(unix_ms(t))
 }
 
 /// The state file.
@@ -542,6 +548,7 @@ mod tests {
             observations: Observations::default(),
             at,
             retries: 0,
+            pending: false,
         }
     }
 
@@ -608,7 +615,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(
             dir.path().join("probes.json"),
-            r#"{"probes": {"a": {"kind": "http", "level": "down", "since": 1700000000}}}"#,
+            r#"{"probes": {"a": {"kind": "http", "level": "down", "since_ms": 1700000000000}}}"#,
         )
         .expect("write");
         let state = State::open(dir.path()).expect("open");

@@ -1,7 +1,7 @@
 //! The Docker inventory against a real engine (started by the test; see tests/common/docker.rs):
 //! healthy and unhealthy health checks, an exit code, a crash loop, a compose container removed
-//! and re-created (its restart counter keeps counting), an OOM kill, label selection, and the
-//! engine stopped and started again.
+//! and re-created (its restart counter keeps counting, also across a restart of vigil), an OOM
+//! kill, label selection, and the engine stopped and started again.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -32,6 +32,14 @@ fn find<'a>(containers: &'a [Container], name: &str) -> Option<&'a Container> {
     containers.iter().find(|c| c.name == name)
 }
 
+fn text_config(dir: &tempfile::TempDir, engine: &Engine) -> String {
+    format!(
+        "state_dir: {}\ndocker: {{enabled: true, host: '{}', relist_interval: 2s}}\n",
+        dir.path().join("state").display(),
+        engine.host()
+    )
+}
+
 fn metrics(app: &App) -> String {
     vigil::metrics::encode(&app.registry, false).unwrap()
 }
@@ -46,14 +54,7 @@ fn containers_from_a_real_engine() {
         .unwrap();
     let _guard = runtime.enter();
     let dir = tempfile::tempdir().unwrap();
-    let config = common::config(
-        &format!(
-            "docker: {{enabled: true, host: '{}', relist_interval: 2s}}\n",
-            engine.host()
-        ),
-        dir.path(),
-    );
-    let app = App::start(config, None).unwrap();
+    let app = App::start(common::config(&text_config(&dir, &engine), dir.path()), None).unwrap();
     wait_for(&app, "the engine", |_, up| up);
 
     let run = |args: &[&str]| {
@@ -117,6 +118,17 @@ fn containers_from_a_real_engine() {
     ] {
         assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
     }
+    // When the stopped container stopped (the rules count how long it has been down from it);
+    // a container that never stopped has none.
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(r#"vigil_container_finished_timestamp_seconds{container="exits""#)),
+        "{text}"
+    );
+    assert!(
+        !text.contains(r#"vigil_container_finished_timestamp_seconds{container="healthy""#),
+        "{text}"
+    );
     common::promtool_check_metrics(&text);
 
     // A compose container crash-loops, is removed and re-created: its counter keeps counting.
@@ -152,6 +164,19 @@ fn containers_from_a_real_engine() {
     let text = metrics(&app);
     let line = r#"vigil_container_restarts_total{container="shop-api-1",project="shop",service="api"} 5"#;
     assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
+
+    // vigil restarts: the total goes on from 5 (kept in state_dir), it is no counter reset.
+    runtime.block_on(app.close());
+    let app = App::start(common::config(&text_config(&dir, &engine), dir.path()), None).unwrap();
+    let seen = wait_for(&app, "the containers after a restart of vigil", |c, _| {
+        find(c, "shop-api-1").is_some()
+    });
+    assert!(find(&seen, "shop-api-1").is_some_and(|c| c.restart_count == 3));
+    let text = metrics(&app);
+    assert!(
+        text.lines().any(|l| l == line),
+        "after a restart, missing {line:?} in:\n{text}"
+    );
 
     // The engine goes away and comes back: vigil_docker_up follows, the rest keeps working.
     engine.shutdown();

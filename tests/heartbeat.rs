@@ -1,5 +1,6 @@
-//! The `heartbeat` kind: pushes with right and wrong tokens, age growing, a reported failure,
-//! and the last beat surviving a restart (kept in `<state_dir>/heartbeats.json`).
+//! The `heartbeat` kind: pending until `max_age` has passed since it was configured, pushes
+//! with right and wrong tokens, age growing, a reported failure, and the last beat (and when
+//! the probe was first configured) surviving a restart (kept in `<state_dir>/heartbeats.json`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -55,11 +56,25 @@ async fn pushes_ages_and_restarts() {
     let config = common::config(&config_text(dir.path()), dir.path());
     let app = App::start(config, None).unwrap();
     settle().await;
+    // No beat yet, and max_age (2s) has not passed since the probe was configured: pending, no
+    // level on /metrics, nothing to alert on.
+    {
+        let handle = app.state.get("backup").unwrap();
+        let state = vigil::state::lock(&handle);
+        assert!(state.current.is_none() && state.last.is_none(), "{state:?}");
+    }
+    let metrics = vigil::metrics::encode(&app.registry, false).unwrap();
+    assert!(!metrics.contains(r#"vigil_probe_status{probe="backup""#), "{metrics}");
+    // A restart within the grace keeps when the probe was configured.
+    app.stop();
+    drop(app);
+    let app = App::start(common::config(&config_text(dir.path()), dir.path()), None).unwrap();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
     let outcome = last(&app);
     assert_eq!(
         (outcome.level, outcome.reason),
         (Level::Down, Some(Reason::Empty)),
-        "no beat yet"
+        "no beat within max_age of being configured: {outcome:?}"
     );
 
     assert_eq!(push(&app, "backup", None, "").await.0, StatusCode::UNAUTHORIZED);

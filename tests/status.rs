@@ -64,6 +64,7 @@ fn outcome(level: Level, at: SystemTime, millis: u64) -> Outcome {
         observations: Default::default(),
         at,
         retries: 0,
+        pending: false,
     }
 }
 

@@ -1,7 +1,9 @@
 //! The `heartbeat` kind: a dead man's switch. A job pushes `POST /push/<name>` with the probe's
-//! bearer token; the probe's age is the time since the last push. The last beat of each probe
-//! is kept in a small JSON file (written to a temporary file, synced, then renamed over the
-//! old one) so it survives a restart of vigil.
+//! bearer token; the probe's age is the time since the last push. The last beat of each probe,
+//! and when each was first configured, are kept in a small JSON file (written to a temporary
+//! file, synced, then renamed over the old one) so they survive a restart of vigil. A probe
+//! that never received a beat is pending, not DOWN, until `max_age` has passed since it was
+//! first configured: a fresh install or a new job does not page at once.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -95,6 +97,17 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) 
 /// One attempt: the age of the last beat of the probe named `target`.
 pub async fn check(settings: &Settings, target: &str, context: &CheckContext) -> Checked {
     let beat = context.heartbeats.last(target);
+    if beat.is_none()
+        && let Some(since) = context.heartbeats.configured_at(target)
+    {
+        let due = since + settings.thresholds.max_age;
+        if SystemTime::now() < due {
+            return Checked::pending(format!(
+                "no heartbeat yet; DOWN unless one arrives by {}",
+                humantime::format_rfc3339_seconds(due)
+            ));
+        }
+    }
     if let Some(Beat { ok: false, at, message }) = &beat {
         let obs = Observations {
             freshness_newest: Some(*at),
@@ -127,37 +140,74 @@ pub struct Beat {
     pub message: Option<String>,
 }
 
+/// What the heartbeat state file holds.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Kept {
+    /// The last beat of each probe.
+    #[serde(default)]
+    beats: BTreeMap<String, Beat>,
+    /// When each probe was first configured.
+    #[serde(default)]
+    configured: BTreeMap<String, Configured>,
+}
+
+/// When a heartbeat probe was first configured.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+struct Configured {
+    #[serde(with = "humantime_serde")]
+    at: SystemTime,
+}
+
 /// The last beat of every heartbeat probe, kept on disk when a file is given.
 #[derive(Debug, Default)]
 pub struct Beats {
-    beats: Mutex<BTreeMap<String, Beat>>,
+    kept: Mutex<Kept>,
     file: Option<PathBuf>,
 }
 
 impl Beats {
     /// Beats kept in `file` (loaded now if it exists), or in memory only.
     pub fn open(file: Option<PathBuf>) -> Result<Beats, String> {
-        let beats = match &file {
+        let kept = match &file {
             Some(path) if path.exists() => {
                 let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-                serde_json::from_str(&text)
+                serde_json::from_str::<Kept>(&text)
+                    .or_else(|_| {
+                        // The file of vigil 0.1: beats only.
+                        serde_json::from_str::<BTreeMap<String, Beat>>(&text).map(|beats| Kept {
+                            beats,
+                            configured: BTreeMap::new(),
+                        })
+                    })
                     .map_err(|e| format!("{}: not a heartbeat state file: {e}", path.display()))?
             }
-            _ => BTreeMap::new(),
+            _ => Kept::default(),
         };
         Ok(Beats {
-            beats: Mutex::new(beats),
+            kept: Mutex::new(kept),
             file,
         })
     }
 
     /// The last beat of `name`.
     pub fn last(&self, name: &str) -> Option<Beat> {
-        self.beats
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(name)
-            .cloned()
+        self.lock().beats.get(name).cloned()
+    }
+
+    /// When the probe `name` was first configured (see [`Beats::retain`]).
+    pub fn configured_at(&self, name: &str) -> Option<SystemTime> {
+        self.lock().configured.get(name).map(|c| c.at)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
+        self.kept.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self, kept: &Kept) -> std::io::Result<()> {
+        match &self.file {
+            Some(path) => crate::persist::write_json(path, kept),
+            None => Ok(()),
+        }
     }
 
     /// Records a beat and, with a file, writes it before returning.
@@ -167,22 +217,28 @@ impl Beats {
         {
             message.truncate(cut);
         }
-        let mut beats = self.beats.lock().unwrap_or_else(PoisonError::into_inner);
-        beats.insert(name.to_string(), beat);
-        match &self.file {
-            Some(path) => crate::persist::write_json(path, &*beats),
-            None => Ok(()),
-        }
+        let mut kept = self.lock();
+        kept.beats.insert(name.to_string(), beat);
+        self.write(&kept)
     }
 
-    /// Forgets beats of probes no longer configured (and rewrites the file).
+    /// The heartbeat probes now configured are `names`: new ones are remembered as configured
+    /// now, beats of the others are forgotten (and the file rewritten when that changes it).
     pub fn retain(&self, names: &[&str]) -> std::io::Result<()> {
-        let mut beats = self.beats.lock().unwrap_or_else(PoisonError::into_inner);
-        let before = beats.len();
-        beats.retain(|name, _| names.contains(&name.as_str()));
-        match &self.file {
-            Some(path) if beats.len() != before => crate::persist::write_json(path, &*beats),
-            _ => Ok(()),
+        let mut kept = self.lock();
+        let (beats, configured) = (kept.beats.len(), kept.configured.len());
+        kept.beats.retain(|name, _| names.contains(&name.as_str()));
+        kept.configured.retain(|name, _| names.contains(&name.as_str()));
+        let now = SystemTime::now();
+        for name in names {
+            kept.configured
+                .entry((*name).to_string())
+                .or_insert(Configured { at: now });
+        }
+        if kept.beats.len() != beats || kept.configured.len() != configured {
+            self.write(&kept)
+        } else {
+            Ok(())
         }
     }
 }

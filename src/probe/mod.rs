@@ -227,6 +227,9 @@ pub struct Checked {
     pub detail: String,
     /// What was observed.
     pub observations: Observations,
+    /// Nothing to judge yet (a heartbeat still waiting for its first beat): the run is not
+    /// recorded, and the probe stays pending.
+    pub pending: bool,
 }
 
 impl Checked {
@@ -237,6 +240,16 @@ impl Checked {
             reason: None,
             detail: String::new(),
             observations,
+            pending: false,
+        }
+    }
+
+    /// No result yet, and why.
+    pub fn pending(detail: impl Into<String>) -> Self {
+        Self {
+            pending: true,
+            detail: detail.into(),
+            ..Self::up(Observations::default())
         }
     }
 
@@ -247,6 +260,7 @@ impl Checked {
             reason: Some(reason),
             detail: detail.into(),
             observations,
+            pending: false,
         }
     }
 

@@ -168,7 +168,12 @@ pub struct Running {
     logs: Arc<Mutex<Vec<String>>>,
     pub port: u16,
     /// The state folder (`--storage.path`) when the test did not name one.
-    _storage: Option<tempfile::TempDir>,
+    storage: Option<Arc<tempfile::TempDir>>,
+    /// How it was started, for [`Running::restart`].
+    command: &'static str,
+    ready: &'static str,
+    config: PathBuf,
+    extra: Vec<String>,
 }
 
 impl Running {
@@ -182,11 +187,46 @@ impl Running {
         Running::spawn("receiver", "receiver listening", listen, config, &[])
     }
 
+    /// Stops the process (SIGTERM) and starts it again the same way, on the same port and with
+    /// the same state folder, as a restart by an operator or a supervisor would.
+    pub fn restart(&mut self) {
+        self.stop();
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        let listen = format!("127.0.0.1:{}", self.port);
+        let again = Running::spawn_with(
+            self.command,
+            self.ready,
+            &listen,
+            &self.config,
+            &extra,
+            self.storage.clone(),
+        );
+        let _ = std::mem::replace(self, again);
+    }
+
     /// Starts `vigil <command>` and waits (10 s at most) for its log line `ready`, which carries
     /// the address it listens on.
-    fn spawn(command: &str, ready: &'static str, listen: &str, config: &std::path::Path, extra: &[&str]) -> Running {
+    fn spawn(
+        command: &'static str,
+        ready: &'static str,
+        listen: &str,
+        config: &std::path::Path,
+        extra: &[&str],
+    ) -> Running {
         // Never the working directory's `data/`: tests run in parallel.
-        let storage = (command == "run" && !extra.contains(&"--storage.path")).then(|| tempfile::tempdir().unwrap());
+        let storage =
+            (command == "run" && !extra.contains(&"--storage.path")).then(|| Arc::new(tempfile::tempdir().unwrap()));
+        Running::spawn_with(command, ready, listen, config, extra, storage)
+    }
+
+    fn spawn_with(
+        command: &'static str,
+        ready: &'static str,
+        listen: &str,
+        config: &std::path::Path,
+        extra: &[&str],
+        storage: Option<Arc<tempfile::TempDir>>,
+    ) -> Running {
         let mut storage_args: Vec<&std::ffi::OsStr> = Vec::new();
         if let Some(dir) = &storage {
             storage_args.extend([std::ffi::OsStr::new("--storage.path"), dir.path().as_os_str()]);
@@ -229,7 +269,11 @@ impl Running {
             child,
             logs,
             port,
-            _storage: storage,
+            storage,
+            command,
+            ready,
+            config: config.to_path_buf(),
+            extra: extra.iter().map(|e| e.to_string()).collect(),
         }
     }
 

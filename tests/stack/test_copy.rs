@@ -64,10 +64,10 @@ fn list<'a>(node: Option<&'a mut Yaml>, what: &str) -> &'a mut Vec<Yaml> {
         .unwrap_or_else(|| panic!("{what} is not a list"))
 }
 
-/// A list with one mapping `{targets: [address]}`, Prometheus' `static_configs`.
-fn static_configs(address: &str) -> Yaml {
+/// A list with one mapping `{targets: [addresses...]}`, Prometheus' `static_configs`.
+fn static_configs(addresses: &[&str]) -> Yaml {
     let mut config = Hash::new();
-    config.insert(key("targets"), Yaml::Array(vec![key(address)]));
+    config.insert(key("targets"), Yaml::Array(addresses.iter().map(|a| key(a)).collect()));
     Yaml::Array(vec![Yaml::Hash(config)])
 }
 
@@ -220,16 +220,26 @@ const WAITS: [&str; 2] = ["vigil:escalation_wait:seconds", "vigil:alert_wait:sec
 /// The test copy of a shipped rules file: every `for:` and `keep_firing_for:`, and every wait
 /// of [`WAITS`], divided by `time_scale`.
 pub fn rules(shipped: &Path, time_scale: u64) -> String {
+    rules_with(shipped, time_scale, &[])
+}
+
+/// [`rules`], with the `for:` of the alerts named in `keep` set as given instead of scaled
+/// (for an alert whose scaled wait would be shorter than something the test does on purpose).
+pub fn rules_with(shipped: &Path, time_scale: u64, keep: &[(&str, &str)]) -> String {
     let mut doc = load(shipped);
     let root = mapping(&mut doc, "a rules file");
     for group in list(root.get_mut(&key("groups")), "groups") {
         let group = mapping(group, "a rule group");
         for rule in list(group.get_mut(&key("rules")), "rules") {
             let rule = mapping(rule, "a rule");
+            let alert = rule.get(&key("alert")).and_then(Yaml::as_str).map(str::to_string);
             for field in ["for", "keep_firing_for"] {
                 if let Some(duration) = rule.get_mut(&key(field)) {
                     *duration = key(&scale(duration.as_str().expect("a duration"), time_scale));
                 }
+            }
+            if let Some((_, kept)) = keep.iter().find(|(name, _)| alert.as_deref() == Some(name)) {
+                rule.insert(key("for"), key(kept));
             }
             let is_wait = rule
                 .get(&key("record"))
@@ -256,7 +266,8 @@ pub struct PrometheusCopy<'a> {
     pub rule_files: &'a [PathBuf],
     /// `host:port` of the Alertmanager.
     pub alertmanager: &'a str,
-    /// (job name, `host:port`) of each job that runs in the test; other jobs are left out.
+    /// (job name, `host:port`) of each target that runs in the test (a job named twice has two
+    /// targets); other jobs are left out.
     pub targets: &'a [(&'a str, String)],
 }
 
@@ -273,19 +284,27 @@ pub fn prometheus_config(shipped: &Path, copy: &PrometheusCopy) -> String {
     );
     let alerting = mapping(root.get_mut(&key("alerting")).expect("an alerting section"), "alerting");
     for alertmanager in list(alerting.get_mut(&key("alertmanagers")), "alertmanagers") {
-        mapping(alertmanager, "an alertmanager").insert(key("static_configs"), static_configs(copy.alertmanager));
+        mapping(alertmanager, "an alertmanager").insert(key("static_configs"), static_configs(&[copy.alertmanager]));
     }
     let jobs = list(root.get_mut(&key("scrape_configs")), "scrape_configs");
     jobs.retain(|job| {
         let name = job["job_name"].as_str().unwrap_or("");
         copy.targets.iter().any(|(wanted, _)| *wanted == name)
     });
-    for (name, address) in copy.targets {
+    let mut names: Vec<&str> = copy.targets.iter().map(|(name, _)| *name).collect();
+    names.dedup();
+    for name in names {
         let job = jobs
             .iter_mut()
             .find(|job| job["job_name"].as_str() == Some(name))
             .unwrap_or_else(|| panic!("{} has no scrape job `{name}`", shipped.display()));
-        mapping(job, "a scrape config").insert(key("static_configs"), static_configs(address));
+        let addresses: Vec<&str> = copy
+            .targets
+            .iter()
+            .filter(|(job, _)| *job == name)
+            .map(|(_, address)| address.as_str())
+            .collect();
+        mapping(job, "a scrape config").insert(key("static_configs"), static_configs(&addresses));
     }
     dump(&doc)
 }
