@@ -30,6 +30,7 @@
 //!   pages again, the manager's step still comes at +60s.
 //! - `api` and `orders` recover once the manager has them: every step gets one resolved
 //!   notice, with the downtime.
+//!
 //! For every receiver and probe the test asserts the exact sequence of notifications, one per
 //! step and incident across both replicas, each within [`SLACK`] after its wait. Then every
 //! panel query of grafana/dashboards/*.json runs against Prometheus: see [`check_dashboards`].
