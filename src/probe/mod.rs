@@ -309,7 +309,7 @@ macro_rules! probe_kinds {
                 role: Role,
             ) -> Option<Built<Probe>> {
                 match kind { $(Kind::$variant => {
-                    let spec: $module::Spec = ctx.deserialize(value, path)?;
+                    let spec: $module::Spec = ctx.deserialize_struct(value, path)?;
                     let built = $module::build(spec, ctx, path, role)?;
                     Some(Built {
                         settings: Probe::$variant(Arc::new(built.settings)),

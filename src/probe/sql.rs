@@ -33,13 +33,13 @@ pub struct Spec {
     /// A query returning one row with one timestamp (or NULL: no data yet).
     pub query: String,
     /// Longest a statement may run on the server (default: the probe's timeout).
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "crate::config::values::duration")]
     pub statement_timeout: Option<Duration>,
     /// Older than this: DOWN.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "crate::config::values::duration")]
     pub max_age: Option<Duration>,
     /// Older than this: DEGRADED.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "crate::config::values::duration")]
     pub warn_age: Option<Duration>,
 }
 
@@ -137,7 +137,7 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) 
     if parsed.is_err() {
         ctx.error(&dsn_key, "the connection string cannot be parsed");
     }
-    let target = crate::config::redact_target(dsn.expose());
+    let target = ctx.secret_names().redact_target(dsn.expose());
     let thresholds = thresholds?;
     Some(Built {
         settings: Settings {

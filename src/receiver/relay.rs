@@ -37,7 +37,7 @@ pub struct Spec {
     #[serde(default = "default_receiver")]
     pub receiver: String,
     /// At most one message per alert group within this (default 15m); resolved notices always go.
-    #[serde(default = "default_min_interval", with = "humantime_serde")]
+    #[serde(default = "default_min_interval", with = "crate::config::values::duration")]
     pub min_interval: Duration,
     /// Firing deliveries of a group before its first message (default 1).
     #[serde(default = "one")]
@@ -46,7 +46,7 @@ pub struct Spec {
     #[serde(default = "three")]
     pub retries: u32,
     /// First pause between retries, doubling (default 1s; a `Retry-After` header wins, up to 60s).
-    #[serde(default = "default_backoff", with = "humantime_serde")]
+    #[serde(default = "default_backoff", with = "crate::config::values::duration")]
     pub retry_backoff: Duration,
     /// Cloud API: the sending phone number's id.
     pub phone_number_id: Option<String>,
@@ -179,10 +179,10 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str) -> Option<Re
         Provider::CloudApi => format!("{}/{}/messages", base.trim_end_matches('/'), sender),
         Provider::Messagebird => format!("{}/send", base.trim_end_matches('/')),
     };
-    let url = match Url::parse(&url) {
+    let url = match crate::probe::http::parse_http_url(&url, ctx.secret_names()) {
         Ok(u) => u,
         Err(e) => {
-            ctx.error(&key("base_url"), format!("`{base}` is not a URL: {e}"));
+            ctx.error(&key("base_url"), e);
             return None;
         }
     };
@@ -215,6 +215,7 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str) -> Option<Re
             body_size_limit: 1 << 20,
             follow_redirects: false,
             max_redirects: 0,
+            secret_names: ctx.secret_names().clone(),
         },
     })
 }

@@ -150,7 +150,12 @@ async fn probe_handler(State(app): State<Arc<App>>, Query(query): Query<ProbeQue
     let outcome = crate::scheduler::execute(&module.probe, &target, &timing, None, &app.context).await;
     let body = blackbox::render(&outcome);
     if query.debug {
-        let debug = blackbox::debug(&module_name, &crate::config::redact_target(&target), &outcome, &body);
+        let debug = blackbox::debug(
+            &module_name,
+            &config.secret_names.redact_target(&target),
+            &outcome,
+            &body,
+        );
         return ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], debug).into_response();
     }
     ([(header::CONTENT_TYPE, metrics::PROMETHEUS_TEXT)], body).into_response()
