@@ -12,6 +12,7 @@ pub mod live;
 pub mod metrics;
 pub mod once;
 pub mod persist;
+pub mod printable;
 pub mod probe;
 pub mod receiver;
 pub mod scheduler;

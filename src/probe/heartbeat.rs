@@ -165,6 +165,12 @@ impl Beats {
 
     /// Records a beat and, with a file, writes it before returning.
     pub fn record(&self, name: &str, mut beat: Beat) -> std::io::Result<()> {
+        // What a job says is shown on terminals and pages: no escapes, no line breaks.
+        if let Some(message) = &mut beat.message
+            && let std::borrow::Cow::Owned(clean) = crate::printable::printable(message)
+        {
+            *message = clean;
+        }
         if let Some(message) = &mut beat.message
             && let Some((cut, _)) = message.char_indices().nth(200)
         {

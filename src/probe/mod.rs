@@ -295,9 +295,17 @@ macro_rules! probe_kinds {
                 match self { $(Probe::$variant(_) => Kind::$variant,)+ }
             }
 
-            /// One attempt against `target`; never sleeps, never panics on bad input.
+            /// One attempt against `target`; never sleeps, never panics on bad input. Its
+            /// detail is printable: what a target sent cannot reach a terminal or a log line
+            /// as escape sequences or line breaks.
             pub async fn check(&self, target: &str, context: &CheckContext) -> Checked {
-                match self { $(Probe::$variant(settings) => $module::check(settings, target, context).await,)+ }
+                let mut checked = match self {
+                    $(Probe::$variant(settings) => $module::check(settings, target, context).await,)+
+                };
+                if let std::borrow::Cow::Owned(clean) = crate::printable::printable(&checked.detail) {
+                    checked.detail = clean;
+                }
+                checked
             }
 
             /// Builds the probe of kind `kind` from the config value at `path` (without `kind`).

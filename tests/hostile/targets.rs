@@ -405,3 +405,135 @@ async fn secrets_in_targets_never_reach_metrics_or_the_api() {
     app.stop();
     eprintln!("hostile targets, secrets in a target: 9 secrets, 3 pages");
 }
+
+/// `vigil run` logging text to a pipe (as under systemd or docker), stopped when dropped.
+struct TextLogs {
+    child: std::process::Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    port: u16,
+}
+
+impl TextLogs {
+    fn start(config: &std::path::Path) -> TextLogs {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .args(["run", "--web.listen-address", "127.0.0.1:0", "--config"])
+            .arg(config)
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = std::io::BufReader::new(stderr);
+            let mut raw = Vec::new();
+            while reader.read_until(b'\n', &mut raw).unwrap_or(0) > 0 {
+                let line = String::from_utf8_lossy(&raw).into_owned();
+                if let Some(at) = line.find("address=127.0.0.1:") {
+                    let port: String = line[at + 18..].chars().take_while(char::is_ascii_digit).collect();
+                    let _ = tx.send(port.parse::<u16>().unwrap_or(0));
+                }
+                sink.lock().unwrap().push(line);
+                raw.clear();
+            }
+        });
+        let port = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("vigil logs its address");
+        TextLogs { child, lines, port }
+    }
+
+    fn logs(&self) -> String {
+        self.lines.lock().unwrap().concat()
+    }
+}
+
+impl Drop for TextLogs {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn escapes_from_outside_never_reach_a_terminal_or_the_log() {
+    use std::io::{Read, Write};
+    let node = common::serve_in_thread(Router::new().route(
+        "/{index}/_search",
+        post(|| async {
+            (
+                axum::http::StatusCode::BAD_REQUEST,
+                axum::Json(
+                    serde_json::json!({"error": {"root_cause": [{"type": "x\u{1b}[2J", "reason":
+                    "\u{1b}]0;owned\u{7}\u{1b}[31mshard\nfailed INFO forged line"}]}, "status": 400}),
+                ),
+            )
+        }),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("vigil.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "probes:\n  - {{name: job, kind: heartbeat, token: 0123456789abcdef-token, max_age: 1h, interval: 1s, timeout: 500ms}}\n  - {{name: logs, \
+             kind: elasticsearch, url: 'http://{node}', index: logs, max_age: 5m, interval: 1s, timeout: 500ms}}\n"
+        ),
+    )
+    .unwrap();
+    let vigil = TextLogs::start(&config);
+    let mut push = std::net::TcpStream::connect(("127.0.0.1", vigil.port)).unwrap();
+    let body = r#"{"status": "fail", "message": "\u001b]0;pwned\u0007\u001b[31mdisk\nfull\r\n2026 INFO forged"}"#;
+    write!(
+        push,
+        "POST /push/job HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer 0123456789abcdef-token\r\nContent-Type: \
+         application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    push.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    // Both probes have gone DOWN with their texts, in the log and in `vigil status`.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .args(["status", "--url", &format!("http://127.0.0.1:{}", vigil.port)])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if (text.contains("disk full") && text.contains("shard failed")) || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        status.contains("disk full") && status.contains("shard failed"),
+        "{status}"
+    );
+    assert!(!status.chars().any(|c| c.is_control() && c != '\n'), "{status:?}");
+    assert!(
+        !status
+            .lines()
+            .any(|l| l.starts_with("2026") || l.starts_with("failed INFO")),
+        "{status}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !vigil.logs().contains("shard failed") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let logs = vigil.logs();
+    assert!(logs.contains("shard failed"), "{logs}");
+    // No colours into a pipe, and nothing from outside that a terminal would obey.
+    assert!(!logs.contains('\u{1b}') && !logs.contains('\u{7}'), "{logs:?}");
+    assert!(
+        !logs
+            .lines()
+            .any(|l| l.starts_with("failed INFO") || l.starts_with("2026 INFO")),
+        "{logs}"
+    );
+    eprintln!("hostile targets, terminal escapes: 3 cases (heartbeat message, Elasticsearch error, log colours)");
+}
