@@ -796,6 +796,18 @@ impl Config {
     fn from_yaml(source: Source, text: &str, base_dir: PathBuf, env: Env) -> Result<Config, Vec<ConfigError>> {
         // A byte-order mark is not content (editors on Windows write one).
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        // YAML allows no control characters but tab and line breaks; say where one is.
+        if let Some((line, c)) = text.lines().enumerate().find_map(|(i, l)| {
+            l.chars()
+                .find(|&c| c.is_control() && c != '\t' && c != '\r')
+                .map(|c| (i + 1, c))
+        }) {
+            return Err(vec![ConfigError {
+                path: String::new(),
+                line: Some(line),
+                message: format!("invalid YAML: control character U+{:04X} is not allowed", u32::from(c)),
+            }]);
+        }
         let lines = KeyLines::parse(text).map_err(|e| {
             vec![ConfigError {
                 path: String::new(),

@@ -239,11 +239,14 @@ async fn reload_handler(State(app): State<Arc<App>>) -> Response {
             ),
         )
             .into_response(),
-        Ok(Err(errors)) => (
+        Ok(Err(crate::app::ReloadError::Invalid(errors))) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("{errors}\nkeeping the running config\n"),
         )
             .into_response(),
+        Ok(Err(e @ crate::app::ReloadError::Panicked(_))) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response()
+        }
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "reload failed\n").into_response(),
     }
 }
