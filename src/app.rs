@@ -58,6 +58,11 @@ impl App {
         registry.register_collector(kubernetes.collector());
         kubernetes.apply(&config.kubernetes);
         let history = History::open(&config.history);
+        registry.register(
+            "vigil_history_write_failures",
+            "Writes to the history store that failed (a full disk, an I/O error); runs wait for the next one",
+            history.write_failures(),
+        );
         let live = live::channel();
         let sinks = Sinks {
             history: history.clone(),
