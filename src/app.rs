@@ -14,6 +14,7 @@ use crate::inventory::kubernetes;
 use crate::live;
 use crate::metrics::{self, ReloadMetrics};
 use crate::probe::heartbeat::Beats;
+use crate::probe::net::Sockets;
 use crate::probe::{CheckContext, Kind};
 use crate::scheduler::{Applied, Scheduler, Shard, Sinks};
 use crate::state::State;
@@ -44,9 +45,17 @@ pub struct App {
 impl App {
     /// Starts the probes and watchers of `config` and opens its history store (in the
     /// background: see [`App::ready`]). Must run inside a Tokio runtime. Fails only when the
-    /// state kept in `state_dir` cannot be read.
+    /// state kept in `state_dir` cannot be read. The probes' sockets are not limited: see
+    /// [`App::start_with`].
     pub fn start(config: Config, shard: Option<Shard>) -> crate::Result<Arc<App>> {
-        let context = context_for(&config)?;
+        Self::start_with(config, shard, Sockets::unlimited())
+    }
+
+    /// [`App::start`], with the probes' sockets kept within `sockets` (their share of the
+    /// process' descriptors, see [`crate::descriptors`]).
+    pub fn start_with(config: Config, shard: Option<Shard>, sockets: Sockets) -> crate::Result<Arc<App>> {
+        let mut context = context_for(&config)?;
+        context.sockets = sockets;
         let state = Arc::new(State::default());
         let reload_metrics = ReloadMetrics::default();
         reload_metrics.record(true);
@@ -226,6 +235,7 @@ pub fn context_for(config: &Config) -> crate::Result<CheckContext> {
     let heartbeats = Beats::open(file).map_err(crate::Error::State)?;
     Ok(CheckContext {
         heartbeats: Arc::new(heartbeats),
+        sockets: Sockets::unlimited(),
     })
 }
 

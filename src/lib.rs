@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod config;
+pub mod descriptors;
 pub mod history;
 pub mod inventory;
 pub mod live;

@@ -11,8 +11,10 @@ use tracing::{error, info};
 
 use vigil::app::App;
 use vigil::config::{Config, Source};
+use vigil::descriptors::Budget;
+use vigil::probe::net::Sockets;
 use vigil::scheduler::Shard;
-use vigil::web::listener::{self, WebConfig};
+use vigil::web::listener::{self, Limits, WebConfig};
 
 #[derive(Parser)]
 #[command(name = "vigil", version, about = "Prometheus-native probing exporter")]
@@ -25,6 +27,41 @@ struct Cli {
 enum LogFormat {
     Text,
     Json,
+}
+
+/// The listener's limits (see README, "Listener limits").
+#[derive(clap::Args)]
+struct ListenLimits {
+    /// At most this many connections at once (default: half the open-files limit left after a
+    /// reserve, at most 4096); past it the connection idle longest is closed.
+    #[arg(long = "web.max-connections")]
+    max_connections: Option<usize>,
+    /// A request's headers and body must arrive within this; also how long a connection may
+    /// sit idle.
+    #[arg(long = "web.read-timeout", default_value = "10s", value_parser = humantime::parse_duration)]
+    read_timeout: Duration,
+    /// A response the client takes nothing of for this long is abandoned.
+    #[arg(long = "web.write-timeout", default_value = "1m", value_parser = humantime::parse_duration)]
+    write_timeout: Duration,
+}
+
+impl ListenLimits {
+    /// The descriptor budget and the listener's limits from it.
+    fn resolve(&self) -> (Budget, Limits) {
+        let budget = Budget::of_process(self.max_connections);
+        info!(
+            open_files = budget.limit,
+            max_connections = budget.listener,
+            probe_sockets = budget.probes,
+            "descriptor budget"
+        );
+        let limits = Limits {
+            max_connections: budget.listener,
+            read_timeout: self.read_timeout,
+            write_timeout: self.write_timeout,
+        };
+        (budget, limits)
+    }
 }
 
 #[derive(clap::Args)]
@@ -54,6 +91,8 @@ enum Command {
         #[arg(long)]
         shard: Option<String>,
         #[command(flatten)]
+        limits: ListenLimits,
+        #[command(flatten)]
         log: LogArgs,
     },
     /// Validate a config: exit 0, or print every error with its location and exit 1.
@@ -76,6 +115,8 @@ enum Command {
         /// Send one test message through the WhatsApp relay, then exit.
         #[arg(long = "test-notification")]
         test_notification: bool,
+        #[command(flatten)]
+        limits: ListenLimits,
         #[command(flatten)]
         log: LogArgs,
     },
@@ -129,17 +170,33 @@ fn main() -> ExitCode {
             listen_address,
             web_config,
             test_notification,
+            limits,
             log,
-        } => init_logs(&log)
-            .and_then(|()| runtime()?.block_on(receiver(config, &listen_address, web_config, test_notification))),
+        } => init_logs(&log).and_then(|()| {
+            runtime()?.block_on(receiver(
+                config,
+                &listen_address,
+                web_config,
+                test_notification,
+                &limits,
+            ))
+        }),
         Command::Run {
             config,
             listen_address,
             web_config,
             shard,
+            limits,
             log,
-        } => init_logs(&log)
-            .and_then(|()| runtime()?.block_on(run(source(config), &listen_address, web_config, shard.as_deref()))),
+        } => init_logs(&log).and_then(|()| {
+            runtime()?.block_on(run(
+                source(config),
+                &listen_address,
+                web_config,
+                shard.as_deref(),
+                &limits,
+            ))
+        }),
     };
     match result {
         Ok(code) => code,
@@ -216,6 +273,7 @@ async fn run(
     listen: &str,
     web_config: Option<PathBuf>,
     shard: Option<&str>,
+    limits: &ListenLimits,
 ) -> anyhow::Result<ExitCode> {
     let shard = shard.map(Shard::parse).transpose().map_err(anyhow::Error::msg)?;
     let addr = listener::parse_listen_address(listen).map_err(anyhow::Error::msg)?;
@@ -227,8 +285,9 @@ async fn run(
     let socket = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr}"))?;
+    let (budget, limits) = limits.resolve();
     info!(address = %socket.local_addr().unwrap_or(addr), tls = web.tls_server_config.is_some(), "listening");
-    let app = App::start(config, shard)?;
+    let app = App::start_with(config, shard, Sockets::limited(budget.probes))?;
     if let Err(e) = app.ready().await {
         app.stop();
         anyhow::bail!(e);
@@ -241,7 +300,7 @@ async fn run(
         // Live event streams end now, so the graceful shutdown does not wait for them.
         stopping.begin_shutdown();
     };
-    listener::serve(socket, router, &web, shutdown, Duration::from_secs(10))
+    listener::serve(socket, router, &web, &limits, shutdown, Duration::from_secs(10))
         .await
         .map_err(anyhow::Error::msg)?;
     app.close().await;
@@ -254,6 +313,7 @@ async fn receiver(
     listen: &str,
     web_config: Option<PathBuf>,
     test_notification: bool,
+    limits: &ListenLimits,
 ) -> anyhow::Result<ExitCode> {
     let config = Config::load(&Source::File(path))?;
     let receiver = vigil::receiver::Receiver::start(&config)?;
@@ -284,11 +344,19 @@ async fn receiver(
     let socket = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr}"))?;
+    let (_, limits) = limits.resolve();
     info!(address = %socket.local_addr().unwrap_or(addr), "receiver listening");
     let router = vigil::receiver::router(receiver);
-    listener::serve(socket, router, &web, shutdown_signal(), Duration::from_secs(10))
-        .await
-        .map_err(anyhow::Error::msg)?;
+    listener::serve(
+        socket,
+        router,
+        &web,
+        &limits,
+        shutdown_signal(),
+        Duration::from_secs(10),
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
     info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

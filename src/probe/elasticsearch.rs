@@ -205,7 +205,7 @@ fn shared_time(timeout: Duration) -> Duration {
 /// One attempt: ask each base URL in turn until one answers, then judge the newest timestamp.
 /// Each URL gets an equal share of what is left of the attempt, so a node that hangs costs its
 /// share, not the attempt.
-pub async fn check(settings: &Settings, _target: &str, _context: &CheckContext) -> Checked {
+pub async fn check(settings: &Settings, _target: &str, context: &CheckContext) -> Checked {
     let mut obs = Observations::default();
     let mut failure = Failure::new(Reason::Connect, "no URL configured");
     let started = Instant::now();
@@ -232,7 +232,12 @@ pub async fn check(settings: &Settings, _target: &str, _context: &CheckContext) 
             Some(timeout) => {
                 let left = shared_time(timeout).saturating_sub(started.elapsed());
                 let share = left / u32::try_from(count - i).unwrap_or(u32::MAX);
-                match tokio::time::timeout(share, http_kind::fetch(&settings.transport, outgoing, &mut obs)).await {
+                match tokio::time::timeout(
+                    share,
+                    http_kind::fetch(&settings.transport, outgoing, &mut obs, &context.sockets),
+                )
+                .await
+                {
                     Ok(fetched) => fetched,
                     Err(_) => Err(Failure::new(
                         Reason::Timeout,
@@ -244,7 +249,7 @@ pub async fn check(settings: &Settings, _target: &str, _context: &CheckContext) 
                     )),
                 }
             }
-            None => http_kind::fetch(&settings.transport, outgoing, &mut obs).await,
+            None => http_kind::fetch(&settings.transport, outgoing, &mut obs, &context.sockets).await,
         };
         match fetched {
             Ok(response) if response.status >= 500 => {

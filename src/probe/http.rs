@@ -478,7 +478,7 @@ pub struct Response {
 const USER_AGENT: &str = concat!("vigil/", env!("CARGO_PKG_VERSION"));
 
 /// One attempt: request, follow redirects, then check the final response.
-pub async fn check(settings: &Settings, target: &str, _context: &CheckContext) -> Checked {
+pub async fn check(settings: &Settings, target: &str, context: &CheckContext) -> Checked {
     let mut obs = Observations::default();
     let url = match parse_target(target, &settings.transport.secret_names) {
         Ok(url) => url,
@@ -490,15 +490,21 @@ pub async fn check(settings: &Settings, target: &str, _context: &CheckContext) -
         headers: &settings.headers,
         body: settings.body.clone(),
     };
-    match fetch(&settings.transport, outgoing, &mut obs).await {
+    match fetch(&settings.transport, outgoing, &mut obs, &context.sockets).await {
         Ok(response) => assess(settings, &response, obs),
         Err(failure) => Checked::down(failure.reason, failure.detail, obs),
     }
 }
 
 /// Sends `outgoing` on a fresh connection, following redirects as `transport` says, and reads
-/// the final response; phases, TLS and status go into `obs` as they are learnt.
-pub async fn fetch(transport: &Transport, outgoing: Outgoing<'_>, obs: &mut Observations) -> Result<Response, Failure> {
+/// the final response; phases, TLS and status go into `obs` as they are learnt. Each
+/// connection takes its place in `sockets`.
+pub async fn fetch(
+    transport: &Transport,
+    outgoing: Outgoing<'_>,
+    obs: &mut Observations,
+    sockets: &net::Sockets,
+) -> Result<Response, Failure> {
     let Outgoing {
         method,
         mut url,
@@ -517,7 +523,14 @@ pub async fn fetch(transport: &Transport, outgoing: Outgoing<'_>, obs: &mut Obse
             .ok_or_else(|| Failure::new(Reason::Connect, "URL has no host"))?
             .to_owned();
         let port = url.port_or_known_default().unwrap_or(80);
-        let connected = net::connect(&host, port, transport.ip_protocol, transport.ip_protocol_fallback).await;
+        let connected = net::connect(
+            &host,
+            port,
+            transport.ip_protocol,
+            transport.ip_protocol_fallback,
+            sockets,
+        )
+        .await;
         let connected = match connected {
             Ok(c) => c,
             Err(e) => {

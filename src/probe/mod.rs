@@ -254,6 +254,8 @@ pub struct Built<S> {
 pub struct CheckContext {
     /// Heartbeats pushed to `/push/<name>`.
     pub heartbeats: Arc<heartbeat::Beats>,
+    /// The probes' share of the process' descriptors (unlimited by default).
+    pub sockets: net::Sockets,
 }
 
 /// Declares the probe kinds: the `Kind` name enum, the `Spec` config enum, the compiled `Probe`

@@ -15,7 +15,7 @@ use url::Url;
 use super::payload::{Payload, Status};
 use crate::config::BuildContext;
 use crate::probe::http::{Outgoing, Transport, fetch};
-use crate::probe::net::IpProtocol;
+use crate::probe::net::{IpProtocol, Sockets};
 use crate::probe::tls::{self, TlsSpec};
 use crate::probe::{Observations, Reason};
 use crate::secret::{Secret, SecretSource};
@@ -379,7 +379,11 @@ impl Relay {
                 body: body.clone(),
             };
             let mut obs = Observations::default();
-            let sent = tokio::time::timeout(Duration::from_secs(30), fetch(&self.transport, outgoing, &mut obs)).await;
+            let sent = tokio::time::timeout(
+                Duration::from_secs(30),
+                fetch(&self.transport, outgoing, &mut obs, &Sockets::unlimited()),
+            )
+            .await;
             let (retryable, reason, wait) = match sent {
                 Ok(Ok(response)) if (200..300).contains(&response.status) => return Ok(()),
                 Ok(Ok(response)) => {

@@ -3,6 +3,7 @@
 
 pub mod badge;
 mod blackbox;
+mod connections;
 pub mod listener;
 mod page;
 
