@@ -282,9 +282,7 @@ async fn run(
         None => WebConfig::default(),
     };
     let config = Config::load(&source)?;
-    let socket = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("listening on {addr}"))?;
+    let socket = listener::bind(addr).with_context(|| format!("listening on {addr}"))?;
     let (budget, limits) = limits.resolve();
     info!(address = %socket.local_addr().unwrap_or(addr), tls = web.tls_server_config.is_some(), "listening");
     let app = App::start_with(config, shard, Sockets::limited(budget.probes))?;
@@ -341,9 +339,7 @@ async fn receiver(
              authenticates with the receiver's bearer token); use the web config for TLS only"
         );
     }
-    let socket = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("listening on {addr}"))?;
+    let socket = listener::bind(addr).with_context(|| format!("listening on {addr}"))?;
     let (_, limits) = limits.resolve();
     info!(address = %socket.local_addr().unwrap_or(addr), "receiver listening");
     let router = vigil::receiver::router(receiver);

@@ -174,6 +174,23 @@ pub fn parse_listen_address(text: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("`{text}` is not a listen address (HOST:PORT or :PORT)"))
 }
 
+/// Connections the kernel queues for `accept` (it caps this at `net.core.somaxconn`, 4096 on
+/// current Linux): above the connection cap, so that clients holding every connection they may
+/// cannot also fill the queue and keep a scrape from getting in.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listening socket on `addr` with a queue of [`LISTEN_BACKLOG`].
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Limits that keep clients from taking the listener, and the process' descriptors, for
 /// themselves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

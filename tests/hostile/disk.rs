@@ -188,3 +188,63 @@ fn history_store_recovers_after_a_full_disk() {
          {failed_while_full} failed writes in 10 s, stored again {recovered:?} after the space came back; {reads} reads of the store meanwhile"
     );
 }
+
+fn push(port: u16, token: &str) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "POST /push/job HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut s, &mut answer).unwrap();
+    answer
+}
+
+#[test]
+fn kill_9_loses_no_acknowledged_heartbeat_and_leaves_the_store_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("vigil.yml");
+    let token = "0123456789abcdef-kill";
+    let mut text = format!(
+        "state_dir: state\nhistory: {{path: history.db}}\ndefaults: {{interval: 100ms, timeout: 80ms}}\nprobes:\n  \
+         - {{name: job, kind: heartbeat, token: {token}, max_age: 1h, interval: 1s, timeout: 500ms}}\n"
+    );
+    for i in 0..20 {
+        text += &format!("  - {{name: p{i}, kind: tcp, address: '127.0.0.1:1'}}\n");
+    }
+    std::fs::write(&config, text).unwrap();
+    let rounds = 3;
+    for round in 0..rounds {
+        let mut running = Running::start(&config, &[]);
+        // Let the writer get busy, then kill it at a different moment each round.
+        std::thread::sleep(Duration::from_millis(300 + 350 * round));
+        assert!(push(running.port, token).starts_with("HTTP/1.1 200"));
+        running.signal("KILL");
+        let _ = running.child.wait();
+
+        let mut again = Running::start(&config, &[]);
+        again.wait_for("the heartbeat kept", |m| {
+            m.contains("vigil_probe_success{probe=\"job\",kind=\"heartbeat\"} 1")
+        });
+        let logs = again.wait_for_log("history loaded");
+        assert!(!logs.contains("reading the history back failed"), "{logs}");
+        assert!(again.stop().success());
+    }
+    // What SQLite says of the file after three kills.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let verdict: String = runtime.block_on(async {
+        use sqlx::Connection;
+        let url = format!("sqlite://{}", dir.path().join("history.db").display());
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query_scalar("PRAGMA integrity_check")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+    });
+    assert_eq!(verdict, "ok");
+    eprintln!("hostile disk, kill -9: {rounds} cases (heartbeat acknowledged then SIGKILL; store intact)");
+}
