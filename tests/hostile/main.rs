@@ -5,7 +5,8 @@
 //! - `configs`: malformed, huge and tricky configs against `vigil check`, `run` and reloads;
 //! - `targets`: targets that hang, trickle, lie, redirect credentials away, or send escapes;
 //! - `listener`: idle and trickling connections by the thousand under a 1,024 descriptor limit;
-//! - `disk`: the history store on a full disk (a real tmpfs where the machine lets us mount one).
+//! - `disk`: the history store on a full disk (a real tmpfs, mounted by the test as root) and
+//!   under kill -9.
 //!
 //! Each module prints how many cases it ran and what it measured (`cargo test --test hostile --
 //! --nocapture` shows the figures).
