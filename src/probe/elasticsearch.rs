@@ -228,7 +228,8 @@ pub async fn check(settings: &Settings, _target: &str, context: &CheckContext) -
             headers: &settings.headers,
             body,
         };
-        let fetched = match settings.attempt_timeout {
+        // One URL has the whole attempt: the scheduler's timeout ends it.
+        let fetched = match settings.attempt_timeout.filter(|_| count > 1) {
             Some(timeout) => {
                 let left = shared_time(timeout).saturating_sub(started.elapsed());
                 let share = left / u32::try_from(count - i).unwrap_or(u32::MAX);
