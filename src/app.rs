@@ -15,6 +15,7 @@ use crate::inventory::kubernetes;
 use crate::live;
 use crate::metrics::{self, ReloadMetrics};
 use crate::probe::heartbeat::Beats;
+use crate::probe::net::Sockets;
 use crate::probe::{CheckContext, Kind};
 use crate::scheduler::{Applied, Scheduler, Shard, Sinks};
 use crate::state::State;
@@ -52,12 +53,16 @@ pub struct Options {
     pub storage_path: Option<PathBuf>,
     /// `--web.external-url`: the URL vigil is reached at, ending in `/`.
     pub external_url: Option<String>,
+    /// The probes' share of the process' descriptors (see [`crate::descriptors`]); unlimited
+    /// by default.
+    pub sockets: Sockets,
 }
 
 impl App {
     /// Starts the probes and watchers of `config` and opens its history store (in the
     /// background: see [`App::ready`]). Must run inside a Tokio runtime. Fails only when the
-    /// state kept in `state_dir` cannot be read.
+    /// state kept in `state_dir` cannot be read. The probes' sockets are not limited: see
+    /// [`App::start_with`].
     pub fn start(config: Config, shard: Option<Shard>) -> crate::Result<Arc<App>> {
         App::start_with(
             config,
@@ -74,9 +79,11 @@ impl App {
             shard,
             storage_path,
             external_url,
+            sockets,
         } = options;
         config.default_state_dir(storage_path.as_deref());
-        let context = context_for(&config)?;
+        let mut context = context_for(&config)?;
+        context.sockets = sockets;
         let state = Arc::new(match config.state_dir.path() {
             Some(dir) => State::open(dir).map_err(|e| crate::Error::State(e.to_string()))?,
             None => State::in_memory(),
@@ -93,6 +100,11 @@ impl App {
         registry.register_collector(kubernetes.collector());
         kubernetes.apply(&config.kubernetes);
         let history = History::open(&config.history);
+        registry.register(
+            "vigil_history_write_failures",
+            "Writes to the history store that failed (a full disk, an I/O error); runs wait for the next one",
+            history.write_failures(),
+        );
         let live = live::channel();
         let sinks = Sinks {
             history: history.clone(),
@@ -134,9 +146,21 @@ impl App {
     }
 
     /// Reads the config again from where it came from. An invalid config changes nothing but
-    /// `vigil_config_last_reload_successful`, which drops to 0.
-    pub fn reload(&self) -> Result<Applied, ConfigErrors> {
+    /// `vigil_config_last_reload_successful`, which drops to 0; so does a reload that panics
+    /// (a bug in vigil): the panic is caught here and reported as a failed reload.
+    pub fn reload(&self) -> Result<Applied, ReloadError> {
         let _one_at_a_time = self.reloading.lock().unwrap_or_else(PoisonError::into_inner);
+        match catch_panic(|| self.apply_reload()) {
+            Ok(result) => result,
+            Err(message) => {
+                self.reload_metrics.record(false);
+                error!(panic = %message, "config reload failed inside vigil (a bug); some probes may run on the new config");
+                Err(ReloadError::Panicked(message))
+            }
+        }
+    }
+
+    fn apply_reload(&self) -> Result<Applied, ReloadError> {
         let source = self.config().source.clone();
         match Config::load(&source) {
             Ok(mut config) => {
@@ -171,7 +195,7 @@ impl App {
             Err(errors) => {
                 self.reload_metrics.record(false);
                 error!(errors = %errors, "config reload failed; keeping the running config");
-                Err(errors)
+                Err(ReloadError::Invalid(errors))
             }
         }
     }
@@ -208,6 +232,38 @@ impl App {
     }
 }
 
+/// Why a reload did not take effect.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The new config is invalid; the running one stays.
+    #[error("{0}")]
+    Invalid(ConfigErrors),
+    /// Applying the new config panicked (a bug in vigil).
+    #[error("the reload failed inside vigil: {0}")]
+    Panicked(String),
+}
+
+impl ReloadError {
+    /// A bounded label for the error.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ReloadError::Invalid(_) => "invalid",
+            ReloadError::Panicked(_) => "panicked",
+        }
+    }
+}
+
+/// Runs `work`, turning a panic into its message.
+fn catch_panic<T>(work: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).map_err(|panic| {
+        panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_string())
+    })
+}
+
 /// The context probes run with: heartbeats kept in `state_dir`, or in memory.
 pub fn context_for(config: &Config) -> crate::Result<CheckContext> {
     let file = config.state_dir.path().map(|dir| dir.join("heartbeats.json"));
@@ -220,6 +276,7 @@ pub fn context_for(config: &Config) -> crate::Result<CheckContext> {
     let heartbeats = Beats::open(file).map_err(crate::Error::State)?;
     Ok(CheckContext {
         heartbeats: Arc::new(heartbeats),
+        sockets: Sockets::unlimited(),
     })
 }
 
@@ -232,5 +289,21 @@ fn forget_removed_heartbeats(context: &CheckContext, config: &Config) {
         .collect();
     if let Err(e) = context.heartbeats.retain(&names) {
         warn!(error = %e, "could not rewrite the heartbeat state file");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_becomes_an_error_with_its_message() {
+        assert_eq!(catch_panic(|| 7), Ok(7));
+        assert_eq!(
+            catch_panic(|| -> u8 { panic!("boom {}", 1) }),
+            Err("boom 1".to_string())
+        );
+        let huge = catch_panic(|| tokio::sync::Semaphore::new(usize::MAX).available_permits());
+        assert!(huge.is_err_and(|m| m.contains("permits")));
     }
 }

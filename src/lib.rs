@@ -6,12 +6,14 @@
 
 pub mod app;
 pub mod config;
+pub mod descriptors;
 pub mod history;
 pub mod inventory;
 pub mod live;
 pub mod metrics;
 pub mod once;
 pub mod persist;
+pub mod printable;
 pub mod probe;
 pub mod receiver;
 pub mod scheduler;

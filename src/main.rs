@@ -11,8 +11,10 @@ use tracing::{error, info};
 
 use vigil::app::App;
 use vigil::config::{Config, Source};
+use vigil::descriptors::Budget;
+use vigil::probe::net::Sockets;
 use vigil::scheduler::Shard;
-use vigil::web::listener::{self, WebConfig};
+use vigil::web::listener::{self, Limits, WebConfig};
 
 #[derive(Parser)]
 #[command(name = "vigil", version, about = "Prometheus-native probing exporter")]
@@ -25,6 +27,41 @@ struct Cli {
 enum LogFormat {
     Text,
     Json,
+}
+
+/// The listener's limits (see README, "Listener limits").
+#[derive(clap::Args)]
+struct ListenLimits {
+    /// At most this many connections at once (default: half the open-files limit left after a
+    /// reserve, at most 4096); past it the connection idle longest is closed.
+    #[arg(long = "web.max-connections")]
+    max_connections: Option<usize>,
+    /// A request's headers and body must arrive within this; also how long a connection may
+    /// sit idle.
+    #[arg(long = "web.read-timeout", default_value = "10s", value_parser = humantime::parse_duration)]
+    read_timeout: Duration,
+    /// A response the client takes nothing of for this long is abandoned.
+    #[arg(long = "web.write-timeout", default_value = "1m", value_parser = humantime::parse_duration)]
+    write_timeout: Duration,
+}
+
+impl ListenLimits {
+    /// The descriptor budget and the listener's limits from it.
+    fn resolve(&self) -> (Budget, Limits) {
+        let budget = Budget::of_process(self.max_connections);
+        info!(
+            open_files = budget.limit,
+            max_connections = budget.listener,
+            probe_sockets = budget.probes,
+            "descriptor budget"
+        );
+        let limits = Limits {
+            max_connections: budget.listener,
+            read_timeout: self.read_timeout,
+            write_timeout: self.write_timeout,
+        };
+        (budget, limits)
+    }
 }
 
 #[derive(clap::Args)]
@@ -62,6 +99,8 @@ enum Command {
         #[arg(long = "storage.path", default_value = "data")]
         storage_path: PathBuf,
         #[command(flatten)]
+        limits: ListenLimits,
+        #[command(flatten)]
         log: LogArgs,
     },
     /// Validate a config: exit 0, or print every error with its location and exit 1.
@@ -88,6 +127,8 @@ enum Command {
         #[arg(long = "test-notification")]
         test_notification: bool,
         #[command(flatten)]
+        limits: ListenLimits,
+        #[command(flatten)]
         log: LogArgs,
     },
     /// Print a running vigil's status as a table: exit 0 if nothing is DOWN, 1 if something
@@ -111,14 +152,16 @@ enum Command {
 }
 
 fn init_logs(args: &LogArgs) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
         .with_context(|| format!("invalid --log.level {:?}", args.log_level))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match args.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        // Colours only for a person at a terminal, never into a file or a pipe.
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.with_ansi(false).json().flatten_event(true).init(),
     }
     Ok(())
 }
@@ -138,9 +181,17 @@ fn main() -> ExitCode {
             listen_address,
             web_config,
             test_notification,
+            limits,
             log,
-        } => init_logs(&log)
-            .and_then(|()| runtime()?.block_on(receiver(config, &listen_address, web_config, test_notification))),
+        } => init_logs(&log).and_then(|()| {
+            runtime()?.block_on(receiver(
+                config,
+                &listen_address,
+                web_config,
+                test_notification,
+                &limits,
+            ))
+        }),
         Command::Run {
             config,
             listen_address,
@@ -148,6 +199,7 @@ fn main() -> ExitCode {
             external_url,
             shard,
             storage_path,
+            limits,
             log,
         } => init_logs(&log).and_then(|()| {
             runtime()?.block_on(run(
@@ -157,6 +209,7 @@ fn main() -> ExitCode {
                 shard.as_deref(),
                 storage_path,
                 external_url,
+                &limits,
             ))
         }),
     };
@@ -181,9 +234,9 @@ fn check(path: PathBuf, storage_path: &std::path::Path) -> anyhow::Result<ExitCo
         Ok(mut config) => {
             config.default_state_dir(Some(storage_path));
             if let Some(dir) = config.state_dir.path()
-                && let Err(e) = vigil::config::check_state_dir(dir)
+                && let Some(problem) = vigil::config::state_dir_problem(dir)
             {
-                println!("{}: 1 error\n  state_dir: {e}", path.display());
+                println!("{}: 1 error\n  --storage.path: {problem}", path.display());
                 return Ok(ExitCode::FAILURE);
             }
             println!(
@@ -244,6 +297,7 @@ async fn run(
     shard: Option<&str>,
     storage_path: PathBuf,
     external_url: Option<String>,
+    limits: &ListenLimits,
 ) -> anyhow::Result<ExitCode> {
     let shard = shard.map(Shard::parse).transpose().map_err(anyhow::Error::msg)?;
     let addr = listener::parse_listen_address(listen).map_err(anyhow::Error::msg)?;
@@ -252,9 +306,8 @@ async fn run(
         None => WebConfig::default(),
     };
     let config = Config::load(&source)?;
-    let socket = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("listening on {addr}"))?;
+    let socket = listener::bind(addr).with_context(|| format!("listening on {addr}"))?;
+    let (budget, limits) = limits.resolve();
     let local = socket.local_addr().unwrap_or(addr);
     info!(address = %local, tls = web.tls_server_config.is_some(), "listening");
     let external_url = match external_url {
@@ -267,6 +320,7 @@ async fn run(
             shard,
             storage_path: Some(storage_path),
             external_url: Some(external_url),
+            sockets: Sockets::limited(budget.probes),
         },
     )?;
     if let Err(e) = app.ready().await {
@@ -281,7 +335,7 @@ async fn run(
         // Live event streams end now, so the graceful shutdown does not wait for them.
         stopping.begin_shutdown();
     };
-    listener::serve(socket, router, &web, shutdown, Duration::from_secs(10))
+    listener::serve(socket, router, &web, &limits, shutdown, Duration::from_secs(10))
         .await
         .map_err(anyhow::Error::msg)?;
     app.close().await;
@@ -294,6 +348,7 @@ async fn receiver(
     listen: &str,
     web_config: Option<PathBuf>,
     test_notification: bool,
+    limits: &ListenLimits,
 ) -> anyhow::Result<ExitCode> {
     let config = Config::load(&Source::File(path))?;
     let receiver = vigil::receiver::Receiver::start(&config)?;
@@ -321,14 +376,20 @@ async fn receiver(
              authenticates with the receiver's bearer token); use the web config for TLS only"
         );
     }
-    let socket = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("listening on {addr}"))?;
+    let socket = listener::bind(addr).with_context(|| format!("listening on {addr}"))?;
+    let (_, limits) = limits.resolve();
     info!(address = %socket.local_addr().unwrap_or(addr), "receiver listening");
     let router = vigil::receiver::router(receiver);
-    listener::serve(socket, router, &web, shutdown_signal(), Duration::from_secs(10))
-        .await
-        .map_err(anyhow::Error::msg)?;
+    listener::serve(
+        socket,
+        router,
+        &web,
+        &limits,
+        shutdown_signal(),
+        Duration::from_secs(10),
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
     info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -9,7 +9,9 @@ use crate::state::Outcome;
 
 /// Runs every probe of `config` once (retries included), concurrently; results in config order.
 pub async fn run(config: &Config) -> crate::Result<Vec<(&ProbeDef, Outcome)>> {
-    let context = crate::app::context_for(config)?;
+    let mut context = crate::app::context_for(config)?;
+    // No listener here: the probes may have all but the reserve.
+    context.sockets = crate::probe::net::Sockets::limited(crate::descriptors::Budget::of_process(Some(1)).probes);
     let limiter = std::sync::Arc::new(tokio::sync::Semaphore::new(config.concurrency));
     let tasks: Vec<_> = config
         .probes

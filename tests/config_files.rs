@@ -1,6 +1,6 @@
 //! Config validation against fixtures: one `testdata/config/invalid-<rule>.yaml` per rule, each
-//! ending with `# error: TEXT` lines that must appear in the error report; and every shipped
-//! example config must pass.
+//! ending with `# error: TEXT` lines that must appear in the error report (and `# not: TEXT`
+//! lines that must not, such as a password); and every shipped example config must pass.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -24,6 +24,7 @@ fn every_invalid_fixture_fails_with_its_message() {
     {
         let text = std::fs::read_to_string(&path).unwrap();
         let expected: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("# error: ")).collect();
+        let unwanted: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("# not: ")).collect();
         assert!(!expected.is_empty(), "{} has no `# error:` line", path.display());
         match Config::load(&Source::File(path.clone())) {
             Ok(_) => problems.push(format!("{}: loaded, but should fail", path.display())),
@@ -32,6 +33,11 @@ fn every_invalid_fixture_fails_with_its_message() {
                 for want in expected {
                     if !report.contains(want) {
                         problems.push(format!("{}: expected {want:?} in:\n{report}", path.display()));
+                    }
+                }
+                for text in &unwanted {
+                    if report.contains(text) {
+                        problems.push(format!("{}: {text:?} must not appear in:\n{report}", path.display()));
                     }
                 }
             }

@@ -280,7 +280,15 @@ async fn listener_serves_tls_with_basic_auth_on_a_real_socket() {
         let shutdown = async {
             let _ = stopped.await;
         };
-        vigil::web::listener::serve(socket, vigil::web::router(app), &web, shutdown, Duration::from_secs(2)).await
+        vigil::web::listener::serve(
+            socket,
+            vigil::web::router(app),
+            &web,
+            &Default::default(),
+            shutdown,
+            Duration::from_secs(2),
+        )
+        .await
     });
 
     // vigil's own http probe is the client: TLS verified against the test CA.

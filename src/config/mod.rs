@@ -19,11 +19,59 @@ use figment::value::Value;
 use serde::Deserialize;
 
 use crate::probe::{Kind, Probe, Role, Thresholds};
-use crate::secret::{Secret, SecretSource};
+use crate::secret::{Secret, SecretNames, SecretSource};
 use lines::KeyLines;
 
 /// The embedded default config: `examples/vigil.yml`, compiled in.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../examples/vigil.yml");
+
+/// The largest config file read.
+pub const CONFIG_FILE_LIMIT: u64 = 64 << 20;
+/// The largest file a config names (a body, a certificate, a secret) that is read.
+pub const NAMED_FILE_LIMIT: u64 = 16 << 20;
+/// The most probe attempts the config may let run at once.
+pub const MAX_CONCURRENCY: usize = 100_000;
+/// The most retries a probe may make after a DOWN attempt.
+pub const MAX_RETRIES: u32 = 100;
+
+/// Reads the regular file at `path`, refusing anything else (a device such as `/dev/zero`, a
+/// FIFO, which would block, a folder) and files longer than `limit` bytes.
+pub fn read_regular(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let not_regular = || std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file");
+    // stat first: opening a FIFO would wait for a writer.
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(not_regular());
+    }
+    let file = std::fs::File::open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(not_regular());
+    }
+    if meta.len() > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {} MiB", limit >> 20),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {} MiB", limit >> 20),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Whether vigil can create files in `dir` (tried for real, so read-only mounts, permissions
+/// and ownership all count): the error says why not.
+fn check_writable_dir(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".vigil-check-{}", std::process::id()));
+    std::fs::OpenOptions::new().write(true).create_new(true).open(&probe)?;
+    std::fs::remove_file(&probe)
+}
 
 /// Where the config comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,21 +96,21 @@ impl fmt::Display for Source {
 #[serde(deny_unknown_fields, default)]
 pub struct Defaults {
     /// How often each probe runs.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::config::values::duration")]
     pub interval: Duration,
     /// How long one attempt may take before it ends DOWN with reason `timeout`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::config::values::duration")]
     pub timeout: Duration,
     /// Latency above this: DEGRADED.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::config::values::duration")]
     pub degraded_after: Duration,
     /// Latency above this: DOWN.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::config::values::duration")]
     pub down_after: Duration,
     /// Extra attempts after a DOWN result (each counted in `vigil_probe_retries_total`).
     pub retries: u32,
     /// Pause between attempts.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::config::values::duration")]
     pub retry_delay: Duration,
 }
 
@@ -101,16 +149,16 @@ pub struct Timing {
 #[serde(deny_unknown_fields)]
 struct Common {
     name: Option<String>,
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "crate::config::values::duration")]
     interval: Option<Duration>,
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "crate::config::values::duration")]
     timeout: Option<Duration>,
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "crate::config::values::duration")]
     degraded_after: Option<Duration>,
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "crate::config::values::duration")]
     down_after: Option<Duration>,
     retries: Option<u32>,
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "crate::config::values::duration")]
     retry_delay: Option<Duration>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
@@ -155,6 +203,7 @@ const TOP_KEYS: &[&str] = &[
     "status_page",
     "history",
     "kubernetes",
+    "secret_names",
 ];
 
 /// A probe's own `status_page:` settings.
@@ -177,7 +226,7 @@ pub struct StatusPage {
     /// Group the probes by the value of this label (probes without it form their own group).
     pub group_by: Option<String>,
     /// Log one summary line per probe this often (level, uptime 24 h, latency); off when unset.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::config::values::duration")]
     pub log_summary_every: Option<Duration>,
 }
 
@@ -230,31 +279,6 @@ pub enum StateDir {
     Memory,
 }
 
-/// Whether `dir` can hold vigil's state: a writable folder, or one that can be created.
-pub fn check_state_dir(dir: &Path) -> Result<(), String> {
-    let mut existing = dir;
-    while !existing.exists() {
-        match existing.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => existing = parent,
-            _ => {
-                existing = Path::new(".");
-                break;
-            }
-        }
-    }
-    if !existing.is_dir() {
-        return Err(format!("{} is not a folder", existing.display()));
-    }
-    let probe = existing.join(format!(".vigil-write-check-{}", std::process::id()));
-    match std::fs::File::create(&probe) {
-        Ok(_) => {
-            let _ = std::fs::remove_file(&probe);
-            Ok(())
-        }
-        Err(e) => Err(format!("{} is not writable: {e}", existing.display())),
-    }
-}
-
 impl StateDir {
     /// The folder, when state is kept on disk.
     pub fn path(&self) -> Option<&Path> {
@@ -277,10 +301,10 @@ pub struct History {
     #[serde(skip)]
     pub memory: bool,
     /// How long single results are kept (the detail view and its latency chart).
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::config::values::duration")]
     pub raw_retention: Duration,
     /// How long hourly aggregates are kept (uptime over days, the 90-day bar).
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::config::values::duration")]
     pub hourly_retention: Duration,
 }
 
@@ -320,6 +344,22 @@ impl History {
                     "history.path",
                     format!("folder {} does not exist", parent.unwrap_or(Path::new(".")).display()),
                 );
+            } else {
+                // SQLite writes the file and, beside it, its -wal and -shm files.
+                let folder = parent.unwrap_or(Path::new("."));
+                if let Err(e) = check_writable_dir(folder) {
+                    ctx.error(
+                        "history.path",
+                        format!("cannot write in folder {}: {e}", folder.display()),
+                    );
+                } else if resolved.exists()
+                    && let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open(&resolved)
+                {
+                    ctx.error(
+                        "history.path",
+                        format!("cannot open {} for writing: {e}", resolved.display()),
+                    );
+                }
             }
             self.path = Some(resolved);
         }
@@ -456,6 +496,8 @@ pub struct Config {
     pub history: History,
     /// The Kubernetes inventory (disabled unless the `kubernetes:` section enables it).
     pub kubernetes: crate::inventory::kubernetes::Config,
+    /// Which query parameters and headers hold secrets (built-in words plus `secret_names`).
+    pub secret_names: SecretNames,
 }
 
 /// One problem in a config, with where it is.
@@ -527,6 +569,8 @@ pub struct BuildContext {
     lines: KeyLines,
     base_dir: PathBuf,
     files: DefaultHasher,
+    secret_names: SecretNames,
+    attempt_timeout: Option<Duration>,
 }
 
 impl BuildContext {
@@ -536,7 +580,20 @@ impl BuildContext {
             lines,
             base_dir,
             files: DefaultHasher::new(),
+            secret_names: SecretNames::default(),
+            attempt_timeout: None,
         }
+    }
+
+    /// Which query parameters and headers hold secrets, as this config says.
+    pub fn secret_names(&self) -> &SecretNames {
+        &self.secret_names
+    }
+
+    /// The timeout of one attempt of the probe being built (`None` for a `/probe` module, whose
+    /// timeout may be shortened by each request).
+    pub fn attempt_timeout(&self) -> Option<Duration> {
+        self.attempt_timeout
     }
 
     /// Records an error at `path` (dotted).
@@ -555,30 +612,62 @@ impl BuildContext {
             Ok(v) => Some(v),
             Err(errors) => {
                 for e in errors {
-                    let mut full = path.to_string();
-                    for part in &e.path {
-                        if !full.is_empty() {
-                            full.push('.');
-                        }
-                        full.push_str(part);
-                    }
-                    let message = match &e.kind {
-                        figment::error::Kind::UnknownField(field, expected) => {
-                            if e.path.last() != Some(field) {
-                                full = join(&full, field);
-                            }
-                            format!("unknown key `{field}`, expected one of: {}", expected.join(", "))
-                        }
-                        figment::error::Kind::MissingField(field) => {
-                            format!("missing key `{field}`")
-                        }
-                        kind => kind.to_string(),
-                    };
-                    self.error(&full, message);
+                    self.decode_error(path, &e);
                 }
                 None
             }
         }
+    }
+
+    /// Like [`BuildContext::deserialize`] for a struct written as a mapping, but reports every
+    /// key that is wrong, not only the first one serde meets: on failure each key is decoded
+    /// alone (missing keys are reported only when no key is wrong).
+    pub fn deserialize_struct<T: for<'de> Deserialize<'de>>(&mut self, value: &Value, path: &str) -> Option<T> {
+        if let Ok(v) = value.deserialize::<T>() {
+            return Some(v);
+        }
+        let Some(dict) = value.as_dict() else {
+            return self.deserialize(value, path);
+        };
+        let before = self.errors.len();
+        for (key, item) in dict {
+            let alone = Value::from(BTreeMap::from([(key.clone(), item.clone())]));
+            if let Err(errors) = alone.deserialize::<T>() {
+                for e in errors {
+                    if !matches!(e.kind, figment::error::Kind::MissingField(_)) {
+                        self.decode_error(path, &e);
+                    }
+                }
+            }
+        }
+        if self.errors.len() == before {
+            self.deserialize(value, path)
+        } else {
+            None
+        }
+    }
+
+    fn decode_error(&mut self, path: &str, e: &figment::Error) {
+        let mut full = path.to_string();
+        for part in &e.path {
+            if !full.is_empty() {
+                full.push('.');
+            }
+            full.push_str(part);
+        }
+        let message = match &e.kind {
+            figment::error::Kind::UnknownField(field, expected) => {
+                if e.path.last() != Some(field) {
+                    full = join(&full, field);
+                }
+                format!("unknown key `{field}`, expected one of: {}", expected.join(", "))
+            }
+            figment::error::Kind::MissingField(field) => {
+                format!("missing key `{field}`")
+            }
+            kind => kind.to_string(),
+        };
+        self.error(&full, message);
     }
 
     /// Resolves a path from the config against the config file's folder.
@@ -590,10 +679,11 @@ impl BuildContext {
         }
     }
 
-    /// Reads a file named at `path`; its content joins the probe's fingerprint.
+    /// Reads a file named at `path` (a regular file of at most [`NAMED_FILE_LIMIT`] bytes);
+    /// its content joins the probe's fingerprint.
     pub fn read_file(&mut self, path: &str, file: &Path) -> Option<Vec<u8>> {
         let resolved = self.resolve_path(file);
-        match std::fs::read(&resolved) {
+        match read_regular(&resolved, NAMED_FILE_LIMIT) {
             Ok(bytes) => {
                 bytes.hash(&mut self.files);
                 Some(bytes)
@@ -698,6 +788,39 @@ fn check_labels(ctx: &mut BuildContext, path: &str, labels: &BTreeMap<String, St
     }
 }
 
+/// `state_dir` must be a folder vigil can write in, or not exist yet (it is created).
+fn check_state_dir(ctx: &mut BuildContext, dir: &Path) {
+    if let Some(problem) = state_dir_problem(dir) {
+        ctx.error("state_dir", problem);
+    }
+}
+
+/// Why `dir` cannot hold vigil's state, if it cannot: a file, an unwritable folder, or a
+/// folder that cannot be created (its nearest existing ancestor is a file).
+pub fn state_dir_problem(dir: &Path) -> Option<String> {
+    match std::fs::metadata(dir) {
+        Ok(meta) if !meta.is_dir() => Some(format!("{} is a file, not a folder", dir.display())),
+        Ok(_) => check_writable_dir(dir)
+            .err()
+            .map(|e| format!("cannot write in {}: {e}", dir.display())),
+        Err(_) => {
+            // Created at start: its nearest existing ancestor must be a writable folder.
+            let ancestor = dir
+                .ancestors()
+                .skip(1)
+                .find(|a| !a.as_os_str().is_empty() && a.exists())
+                .unwrap_or(Path::new("."));
+            if !ancestor.is_dir() {
+                Some(format!("cannot create {}: {} is a file", dir.display(), ancestor.display()))
+            } else {
+                check_writable_dir(ancestor)
+                    .err()
+                    .map(|e| format!("cannot create {}: {e}", dir.display()))
+            }
+        }
+    }
+}
+
 fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
@@ -711,8 +834,14 @@ impl Config {
             source: source.to_string(),
             errors,
         };
+        let read = |path: &Path| {
+            read_regular(path, CONFIG_FILE_LIMIT).and_then(|bytes| {
+                String::from_utf8(bytes)
+                    .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
+            })
+        };
         let (text, base_dir) = match source {
-            Source::File(path) => match std::fs::read_to_string(path) {
+            Source::File(path) => match read(path) {
                 Ok(text) => (text, path.parent().map(Path::to_path_buf).unwrap_or_default()),
                 Err(e) => {
                     return Err(fail(vec![ConfigError {
@@ -738,14 +867,37 @@ impl Config {
     }
 
     fn from_yaml(source: Source, text: &str, base_dir: PathBuf, env: Env) -> Result<Config, Vec<ConfigError>> {
+        // A byte-order mark is not content (editors on Windows write one).
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        // YAML allows no control characters but tab and line breaks; say where one is.
+        if let Some((line, c)) = text.lines().enumerate().find_map(|(i, l)| {
+            l.chars()
+                .find(|&c| c.is_control() && c != '\t' && c != '\r')
+                .map(|c| (i + 1, c))
+        }) {
+            return Err(vec![ConfigError {
+                path: String::new(),
+                line: Some(line),
+                message: format!("invalid YAML: control character U+{:04X} is not allowed", u32::from(c)),
+            }]);
+        }
         let lines = KeyLines::parse(text).map_err(|e| {
             vec![ConfigError {
                 path: String::new(),
                 line: Some(e.line),
-                message: format!("invalid YAML: {}", e.message),
+                message: e.message,
             }]
         })?;
+        let duplicates = lines.duplicates.clone();
         let mut ctx = BuildContext::new(lines, base_dir);
+        for d in duplicates {
+            let key = d.path.rsplit('.').next().unwrap_or_default().to_string();
+            ctx.errors.push(ConfigError {
+                path: d.path,
+                line: Some(d.line),
+                message: format!("key `{key}` is given twice (first on line {})", d.first),
+            });
+        }
         let figment = if text.trim().is_empty() {
             Figment::new()
         } else {
@@ -771,16 +923,20 @@ impl Config {
         let mut status_page = StatusPage::default();
         let mut history = History::default();
         let mut kubernetes = crate::inventory::kubernetes::Config::default();
+        let mut secret_names = SecretNames::default();
         for (key, value) in &root {
             match key.as_str() {
-                "defaults" => defaults = ctx.deserialize(value, key).unwrap_or_default(),
+                "defaults" => defaults = ctx.deserialize_struct(value, key).unwrap_or_default(),
                 "labels" => {
                     global_labels = ctx.deserialize(value, key).unwrap_or_default();
                     check_labels(&mut ctx, key, &global_labels);
                 }
-                "concurrency" => match ctx.deserialize::<usize>(value, key) {
+                "concurrency" => match ctx.deserialize::<u64>(value, key) {
                     Some(0) => ctx.error(key, "must be at least 1"),
-                    Some(n) => concurrency = n,
+                    Some(n) if n > MAX_CONCURRENCY as u64 => {
+                        ctx.error(key, format!("must be at most {MAX_CONCURRENCY}"));
+                    }
+                    Some(n) => concurrency = usize::try_from(n).unwrap_or(MAX_CONCURRENCY),
                     None => {}
                 },
                 "state_dir" => match ctx.deserialize::<PathBuf>(value, key) {
@@ -791,31 +947,56 @@ impl Config {
                             format!("must name a folder, or `{MEMORY}` to keep state in memory only"),
                         );
                     }
-                    Some(dir) => state_dir = StateDir::Dir(ctx.resolve_path(&dir)),
+                    Some(dir) => {
+                        let dir = ctx.resolve_path(&dir);
+                        check_state_dir(&mut ctx, &dir);
+                        state_dir = StateDir::Dir(dir);
+                    }
                     None => {}
                 },
                 "docker" => {
-                    if let Some(config) = ctx.deserialize::<crate::inventory::docker::Config>(value, key) {
+                    if let Some(config) = ctx.deserialize_struct::<crate::inventory::docker::Config>(value, key) {
                         config.validate(&mut ctx, key);
+                        if config.relist_interval > values::MAX_DURATION {
+                            ctx.error(
+                                &join(key, "relist_interval"),
+                                format!("must be at most {}d", values::MAX_DURATION.as_secs() / 86_400),
+                            );
+                        }
                         docker = config;
                     }
                 }
                 "receiver" => {
-                    if let Some(spec) = ctx.deserialize::<crate::receiver::Spec>(value, key) {
+                    if let Some(spec) = ctx.deserialize_struct::<crate::receiver::Spec>(value, key) {
                         receiver = crate::receiver::build(spec, &mut ctx, key).map(Arc::new);
                     }
                 }
                 "status_page" => {
-                    if let Some(page) = ctx.deserialize::<StatusPage>(value, key) {
+                    if let Some(page) = ctx.deserialize_struct::<StatusPage>(value, key) {
                         page.validate(&mut ctx);
                         status_page = page;
                     }
                 }
                 "history" => {
-                    if let Some(mut h) = ctx.deserialize::<History>(value, key) {
+                    if let Some(mut h) = ctx.deserialize_struct::<History>(value, key) {
                         h.validate(&mut ctx);
                         history = h;
                     }
+                }
+                "secret_names" => {
+                    let words: Vec<String> = ctx.deserialize(value, key).unwrap_or_default();
+                    for (i, word) in words.iter().enumerate() {
+                        let at = format!("{key}.{i}");
+                        if word.is_empty() {
+                            ctx.error(&at, "must not be empty");
+                        } else if !word
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+                        {
+                            ctx.error(&at, format!("`{word}` may hold only letters, digits, `_`, `-` and `.`"));
+                        }
+                    }
+                    secret_names = SecretNames::new(words);
                 }
                 "kubernetes" => {
                     kubernetes = crate::inventory::kubernetes::Config::build(&mut ctx, key, value).unwrap_or_default();
@@ -828,6 +1009,7 @@ impl Config {
             }
         }
         check_timing(&mut ctx, "defaults", &resolve(&defaults, &Common::default()));
+        ctx.secret_names = secret_names.clone();
 
         let mut probes = Vec::new();
         if let Some(value) = root.get("probes") {
@@ -864,6 +1046,7 @@ impl Config {
                 status_page,
                 history,
                 kubernetes,
+                secret_names,
             };
             config.derive_history_path();
             Ok(config)
@@ -928,6 +1111,9 @@ fn check_timing(ctx: &mut BuildContext, path: &str, timing: &Timing) {
             ),
         );
     }
+    if timing.retries > MAX_RETRIES {
+        ctx.error(&join(path, "retries"), format!("must be at most {MAX_RETRIES}"));
+    }
     if timing.degraded_after > timing.down_after {
         ctx.error(
             &join(path, "degraded_after"),
@@ -987,7 +1173,8 @@ fn build_probe(
     let errors_before = ctx.errors.len();
     ctx.take_file_digest();
     let (kind, common_value, own) = split_keys(ctx, path, item, PROBE_KEYS)?;
-    let common: Common = ctx.deserialize(&common_value, path).unwrap_or_default();
+    let common: Common = ctx.deserialize_struct(&common_value, path).unwrap_or_default();
+    let name_given = common_value.as_dict().is_some_and(|d| d.contains_key("name"));
     let name = match &common.name {
         Some(name) if valid_name(name) => {
             if !names.insert(name.clone()) {
@@ -1007,13 +1194,15 @@ fn build_probe(
             );
             String::new()
         }
+        // A name of the wrong type has been reported already.
+        None if name_given => String::new(),
         None => {
             ctx.error(path, "missing key `name`");
             String::new()
         }
     };
     let timing = resolve(defaults, &common);
-    if common.overrides_timing() {
+    if common.overrides_timing() || common.retries.is_some() {
         // Otherwise the defaults were checked once, and their error stands for every probe.
         check_timing(ctx, path, &timing);
     }
@@ -1024,7 +1213,9 @@ fn build_probe(
     if common.remind_every == Some(0) {
         ctx.error(&join(path, "remind_every"), "must be at least 1 (DOWN runs in a row)");
     }
+    ctx.attempt_timeout = Some(timing.timeout);
     let built = Probe::build(kind, &own, ctx, path, Role::Scheduled);
+    ctx.attempt_timeout = None;
     if ctx.errors.len() > errors_before {
         return None;
     }
@@ -1041,7 +1232,7 @@ fn build_probe(
     labels.hash(&mut hasher);
     ctx.take_file_digest().hash(&mut hasher);
     Some(ProbeDef {
-        display_target: redact_target(&target),
+        display_target: ctx.secret_names.redact_target(&target),
         name,
         timing,
         labels,
@@ -1058,9 +1249,9 @@ fn build_probe(
 fn build_module(ctx: &mut BuildContext, path: &str, item: &Value, defaults: &Defaults) -> Option<ModuleDef> {
     let errors_before = ctx.errors.len();
     let (kind, common_value, own) = split_keys(ctx, path, item, MODULE_KEYS)?;
-    let common: Common = ctx.deserialize(&common_value, path).unwrap_or_default();
+    let common: Common = ctx.deserialize_struct(&common_value, path).unwrap_or_default();
     let mut timing = resolve(defaults, &common);
-    let own_timing = common.overrides_timing();
+    let own_timing = common.overrides_timing() || common.retries.is_some();
     // A module runs when scraped, not on an interval: only its timeout and thresholds matter.
     timing.interval = Duration::MAX;
     if own_timing {
@@ -1074,45 +1265,6 @@ fn build_module(ctx: &mut BuildContext, path: &str, item: &Value, defaults: &Def
         timing,
         probe: built?.settings,
     })
-}
-
-/// Removes what must not be published from a target: URL credentials and the values of query
-/// parameters that look like secrets (`token`, `key`, `password`, ...).
-pub fn redact_target(target: &str) -> String {
-    let Ok(mut url) = url::Url::parse(target) else {
-        return target.to_string();
-    };
-    if url.cannot_be_a_base() {
-        return target.to_string();
-    }
-    let _ = url.set_username("");
-    let _ = url.set_password(None);
-    if url.query().is_some() {
-        let pairs: Vec<(String, String)> = url
-            .query_pairs()
-            .map(|(k, v)| {
-                let lower = k.to_ascii_lowercase();
-                let secret = [
-                    "token",
-                    "key",
-                    "secret",
-                    "password",
-                    "passwd",
-                    "auth",
-                    "signature",
-                    "sig",
-                ]
-                .iter()
-                .any(|s| lower.contains(s));
-                (
-                    k.into_owned(),
-                    if secret { "redacted".to_string() } else { v.into_owned() },
-                )
-            })
-            .collect();
-        url.query_pairs_mut().clear().extend_pairs(pairs);
-    }
-    url.to_string()
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
-//! Value types that validate themselves while they are decoded: status ranges, regexes, sizes.
+//! Value types that validate themselves while they are decoded: status ranges, regexes, sizes,
+//! durations.
 
 use std::fmt;
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
@@ -216,6 +218,58 @@ impl<'de> Deserialize<'de> for ByteSize {
             Raw::Bytes(b) => Ok(ByteSize(b)),
             Raw::Text(t) => ByteSize::parse(&t).map_err(de::Error::custom),
         }
+    }
+}
+
+/// The longest duration the config takes (ten years): every time vigil computes from one (a
+/// next run, a deadline, a cooldown's end) stays representable.
+pub const MAX_DURATION: Duration = Duration::from_secs(3650 * 86_400);
+
+/// `#[serde(with = "crate::config::values::duration")]`: a humantime duration (`30s`, `5m`,
+/// `26h`), or an `Option` of one, of at most [`MAX_DURATION`].
+pub mod duration {
+    use std::time::Duration;
+
+    use serde::Deserializer;
+    use serde::de::Error;
+
+    use super::MAX_DURATION;
+
+    /// A field that holds a duration: `Duration` or `Option<Duration>`.
+    pub trait Field: Sized {
+        /// Decodes the field and checks its bound.
+        fn decode<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error>;
+    }
+
+    fn bounded<E: Error>(d: Duration) -> Result<Duration, E> {
+        if d > MAX_DURATION {
+            Err(E::custom(format!(
+                "`{}` is longer than the longest duration vigil takes ({}d)",
+                humantime::format_duration(d),
+                MAX_DURATION.as_secs() / 86_400
+            )))
+        } else {
+            Ok(d)
+        }
+    }
+
+    impl Field for Duration {
+        fn decode<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            bounded(humantime_serde::deserialize::<Duration, D>(deserializer)?)
+        }
+    }
+
+    impl Field for Option<Duration> {
+        fn decode<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            humantime_serde::deserialize::<Option<Duration>, D>(deserializer)?
+                .map(bounded)
+                .transpose()
+        }
+    }
+
+    /// Decodes a duration field.
+    pub fn deserialize<'de, D: Deserializer<'de>, T: Field>(deserializer: D) -> Result<T, D::Error> {
+        T::decode(deserializer)
     }
 }
 

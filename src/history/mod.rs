@@ -155,6 +155,7 @@ pub struct History {
     pool: sqlx::SqlitePool,
     raw_retention: Duration,
     dropped: std::sync::atomic::AtomicU64,
+    write_failures: prometheus_client::metrics::counter::Counter,
 }
 
 impl History {
@@ -180,6 +181,7 @@ impl History {
             pool: pool.clone(),
             raw_retention: config.raw_retention,
             dropped: Default::default(),
+            write_failures: Default::default(),
         });
         tokio::spawn(store::run(
             pool,
@@ -187,8 +189,14 @@ impl History {
             receiver,
             Arc::downgrade(&history),
             ready_tx,
+            history.write_failures.clone(),
         ));
         history
+    }
+
+    /// Counts writes to the store that failed (`vigil_history_write_failures_total`).
+    pub fn write_failures(&self) -> prometheus_client::metrics::counter::Counter {
+        self.write_failures.clone()
     }
 
     /// Waits until the store is open and its history loaded; an error says why it could not be.

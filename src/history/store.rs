@@ -1,6 +1,11 @@
 //! The SQLite store: one writer task batches runs into a transaction every second (single
 //! results, the hourly aggregates they change, each probe's level and last failure), prunes
 //! what is past its retention every few minutes, and reads everything back at start.
+//!
+//! A write that fails (a full disk, an I/O error) is counted, its runs are kept for the next
+//! attempt (within [`RETRY_MAX`]), and the connection it used is closed: whatever state the
+//! failure left it in (a transaction SQLite rolled back on its own, a lock still held) goes with
+//! it, so the store writes again as soon as the disk has room.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -8,8 +13,10 @@ use std::str::FromStr;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::counter::Counter;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Sqlite, Transaction};
+use sqlx::{Connection, QueryBuilder, Sqlite, Transaction};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
@@ -21,6 +28,10 @@ use crate::config;
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// A batch this large is written at once.
 const BATCH_MAX: usize = 20_000;
+/// Runs kept for the next attempt after failed writes; older ones are dropped from the store.
+pub(super) const RETRY_MAX: usize = 10_000;
+/// While writes keep failing, the log says so this often (and the counter counts every one).
+const REPORT_EVERY: Duration = Duration::from_secs(60);
 /// How often old rows are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(300);
 /// Rows per multi-row INSERT (6 values each, well under SQLite's variable limit).
@@ -134,12 +145,13 @@ pub(super) async fn run(
     mut receiver: mpsc::Receiver<Message>,
     history: Weak<History>,
     ready: watch::Sender<Readiness>,
+    failures: Counter,
 ) {
     let where_ = config
         .path
         .as_ref()
         .map_or("memory".to_string(), |p| p.display().to_string());
-    let mut writer = match Writer::open(pool, &config).await {
+    let mut writer = match Writer::open(pool, &config, failures).await {
         Ok(w) => w,
         Err(e) => {
             let message = format!("cannot open the history store {where_}: {e}");
@@ -206,7 +218,8 @@ pub(super) async fn run(
                         }
                     }
                 }
-                if batch.len() >= BATCH_MAX {
+                // While writes fail, only the flush timer tries again (once a second).
+                if batch.len() >= BATCH_MAX && writer.failing.is_none() {
                     writer.write(&mut batch).await;
                 }
             }
@@ -231,7 +244,20 @@ struct Writer {
     ids: HashMap<Arc<str>, i64>,
     levels: HashMap<i64, i64>,
     hours: HashMap<(i64, i64), OpenHour>,
-    failed_writes: u64,
+    /// A file (not memory): a failed connection can be closed, the database stays.
+    on_disk: bool,
+    /// Every failed write or prune.
+    failures: Counter,
+    /// Since when writes fail, how many did, and when the log last said so.
+    failing: Option<Failing>,
+    /// Runs dropped from the store because writes kept failing.
+    dropped: u64,
+}
+
+struct Failing {
+    since: Instant,
+    writes: u64,
+    reported: Instant,
 }
 
 fn millis(d: Duration) -> i64 {
@@ -239,7 +265,7 @@ fn millis(d: Duration) -> i64 {
 }
 
 impl Writer {
-    async fn open(pool: SqlitePool, config: &config::History) -> sqlx::Result<Writer> {
+    async fn open(pool: SqlitePool, config: &config::History, failures: Counter) -> sqlx::Result<Writer> {
         for statement in SCHEMA {
             sqlx::query(*statement).execute(&pool).await?;
         }
@@ -261,7 +287,10 @@ impl Writer {
             ids,
             levels,
             hours: HashMap::new(),
-            failed_writes: 0,
+            on_disk: config.path.is_some(),
+            failures,
+            failing: None,
+            dropped: 0,
         })
     }
 
@@ -341,30 +370,88 @@ impl Writer {
         Ok(loaded)
     }
 
-    /// Writes `batch` in one transaction and empties it. A failed write is logged and its runs
-    /// are lost from the store (they stay in memory); the writer goes on.
+    /// Writes `batch` in one transaction and empties it. After a failure the runs stay in
+    /// `batch` for the next attempt (the newest [`RETRY_MAX`] of them; the others are lost from
+    /// the store, not from memory); the failure is counted, logged at once and then once a
+    /// minute while it lasts, and the end of it is logged too.
     async fn write(&mut self, batch: &mut Vec<Run>) {
         if batch.is_empty() {
             return;
         }
         let started = Instant::now();
-        let result = self.try_write(batch).await;
-        match result {
-            Ok(()) => debug!(runs = batch.len(), took = ?started.elapsed(), "history written"),
+        match self.try_write(batch).await {
+            Ok(()) => {
+                debug!(runs = batch.len(), took = ?started.elapsed(), "history written");
+                if let Some(failing) = self.failing.take() {
+                    info!(
+                        failed_writes = failing.writes,
+                        failing_for = ?failing.since.elapsed(),
+                        runs_dropped = self.dropped,
+                        "writing history again"
+                    );
+                    self.dropped = 0;
+                }
+                batch.clear();
+            }
             Err(e) => {
-                self.failed_writes += 1;
-                if self.failed_writes.is_power_of_two() {
-                    error!(error = %e, runs = batch.len(), failed_writes = self.failed_writes, "writing history failed");
+                self.failures.inc();
+                let now = Instant::now();
+                match &mut self.failing {
+                    None => {
+                        error!(error = %e, runs = batch.len(), "writing history failed; trying again every second");
+                        self.failing = Some(Failing {
+                            since: now,
+                            writes: 1,
+                            reported: now,
+                        });
+                    }
+                    Some(failing) => {
+                        failing.writes += 1;
+                        if now.duration_since(failing.reported) >= REPORT_EVERY {
+                            failing.reported = now;
+                            error!(
+                                error = %e,
+                                failed_writes = failing.writes,
+                                failing_for = ?failing.since.elapsed(),
+                                runs_waiting = batch.len(),
+                                runs_dropped = self.dropped,
+                                "writing history still fails"
+                            );
+                        }
+                    }
                 }
                 // The aggregates held may be ahead of the store now; read them again.
                 self.hours.clear();
+                if batch.len() > RETRY_MAX {
+                    let excess = batch.len() - RETRY_MAX;
+                    batch.drain(..excess);
+                    self.dropped += excess as u64;
+                }
             }
         }
-        batch.clear();
+    }
+
+    /// A connection for one write; `done` with the result closes it on failure (on disk).
+    async fn connection(&self) -> sqlx::Result<PoolConnection<Sqlite>> {
+        self.pool.acquire().await
+    }
+
+    fn done<T>(&self, mut conn: PoolConnection<Sqlite>, result: sqlx::Result<T>) -> sqlx::Result<T> {
+        if result.is_err() && self.on_disk {
+            // Whatever the failure left behind on this connection goes with it.
+            conn.close_on_drop();
+        }
+        result
     }
 
     async fn try_write(&mut self, batch: &[Run]) -> sqlx::Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.connection().await?;
+        let result = self.write_on(&mut conn, batch).await;
+        self.done(conn, result)
+    }
+
+    async fn write_on(&mut self, conn: &mut PoolConnection<Sqlite>, batch: &[Run]) -> sqlx::Result<()> {
+        let mut tx = conn.begin().await?;
         let mut ids = Vec::with_capacity(batch.len());
         for run in batch {
             ids.push(self.id(&mut tx, &run.probe).await?);
@@ -473,10 +560,18 @@ impl Writer {
         let started = Instant::now();
         let raw_before = now_ms.saturating_sub(self.raw_retention_ms);
         let hour_before = now_ms.saturating_sub(self.hourly_retention_ms).div_euclid(HOUR_MS);
+        let mut conn = match self.connection().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                self.failures.inc();
+                return warn!(error = %e, "pruning the history failed");
+            }
+        };
+        let ids: Vec<i64> = self.ids.values().copied().collect();
         let result: sqlx::Result<()> = async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = conn.begin().await?;
             // Per probe: a range of the primary key each, never a scan of the table.
-            for id in self.ids.values() {
+            for id in &ids {
                 sqlx::query("DELETE FROM raw WHERE probe = ?1 AND at < ?2")
                     .bind(*id)
                     .bind(raw_before)
@@ -491,9 +586,12 @@ impl Writer {
             tx.commit().await
         }
         .await;
-        match result {
+        match self.done(conn, result) {
             Ok(()) => debug!(took = ?started.elapsed(), "history pruned"),
-            Err(e) => warn!(error = %e, "pruning the history failed"),
+            Err(e) => {
+                self.failures.inc();
+                warn!(error = %e, "pruning the history failed");
+            }
         }
     }
 }

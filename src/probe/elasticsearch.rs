@@ -7,7 +7,7 @@
 //! a field that holds no values. For data streams it can read `maximum_timestamp` from
 //! `_data_stream/<name>/_stats` instead, which costs the cluster nothing.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::Method;
@@ -29,7 +29,8 @@ use crate::secret::SecretSource;
 pub struct Spec {
     /// Base URL of the cluster (`https://es:9200`).
     pub url: Option<String>,
-    /// Several base URLs, tried in order until one answers.
+    /// Several base URLs, tried in order until one answers; each gets its share of the
+    /// attempt's timeout, so a node that hangs leaves time for the next.
     #[serde(default)]
     pub urls: Vec<String>,
     /// Index, alias, data stream or pattern (`gps-*`).
@@ -53,10 +54,10 @@ pub struct Spec {
     #[serde(default)]
     pub ip_protocol: IpProtocol,
     /// Older than this: DOWN.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "crate::config::values::duration")]
     pub max_age: Option<Duration>,
     /// Older than this: DEGRADED.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "crate::config::values::duration")]
     pub warn_age: Option<Duration>,
     /// Largest response read (default 1MiB).
     pub body_size_limit: Option<crate::config::values::ByteSize>,
@@ -70,6 +71,8 @@ fn default_field() -> String {
 #[derive(Debug)]
 pub struct Settings {
     bases: Vec<Url>,
+    /// The attempt's timeout, shared out between the URLs.
+    attempt_timeout: Option<Duration>,
     path: String,
     body: Bytes,
     data_stream: bool,
@@ -111,13 +114,9 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) 
     }
     let mut bases = Vec::new();
     for (at, text) in &raw {
-        match Url::parse(text) {
-            Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => bases.push(url),
-            Ok(url) => ctx.error(
-                at,
-                format!("unsupported URL `{}` (use http:// or https://)", url.scheme()),
-            ),
-            Err(e) => ctx.error(at, format!("`{text}` is not a URL: {e}")),
+        match http_kind::parse_http_url(text, ctx.secret_names()) {
+            Ok(url) => bases.push(url),
+            Err(e) => ctx.error(at, e),
         }
     }
     if spec.index.is_empty() || spec.index.contains(['/', ' ', '?', '#']) {
@@ -158,6 +157,9 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) 
         }
         (None, None) => {}
     }
+    if let Some(limit) = spec.body_size_limit {
+        http_kind::check_body_limit(limit.0, ctx, &key("body_size_limit"));
+    }
     let thresholds = freshness::thresholds(spec.max_age, spec.warn_age, ctx, path);
     let tls = tls::client_config(&spec.tls_config, &[b"http/1.1"], ctx, &key("tls_config"));
     let filter = spec
@@ -181,6 +183,7 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) 
     Some(Built {
         settings: Settings {
             bases,
+            attempt_timeout: ctx.attempt_timeout(),
             path: request_path,
             body: if spec.data_stream {
                 Bytes::new()
@@ -198,6 +201,7 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) 
                 body_size_limit: spec.body_size_limit.map_or(1 << 20, |b| b.0),
                 follow_redirects: false,
                 max_redirects: 0,
+                secret_names: ctx.secret_names().clone(),
             },
             thresholds: thresholds?,
         },
@@ -206,11 +210,21 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) 
     })
 }
 
+/// Of the attempt's timeout, what the URLs share: a little is kept back so that the last URL's
+/// own timeout, with its message, comes before the scheduler's.
+fn shared_time(timeout: Duration) -> Duration {
+    timeout.saturating_sub((timeout / 20).min(Duration::from_millis(200)))
+}
+
 /// One attempt: ask each base URL in turn until one answers, then judge the newest timestamp.
-pub async fn check(settings: &Settings, _target: &str, _context: &CheckContext) -> Checked {
+/// Each URL gets an equal share of what is left of the attempt, so a node that hangs costs its
+/// share, not the attempt.
+pub async fn check(settings: &Settings, _target: &str, context: &CheckContext) -> Checked {
     let mut obs = Observations::default();
     let mut failure = Failure::new(Reason::Connect, "no URL configured");
-    for base in &settings.bases {
+    let started = Instant::now();
+    let count = settings.bases.len();
+    for (i, base) in settings.bases.iter().enumerate() {
         let Ok(url) = base
             .join(&format!("{}/", base.path().trim_end_matches('/')))
             .and_then(|b| b.join(&settings.path))
@@ -228,7 +242,31 @@ pub async fn check(settings: &Settings, _target: &str, _context: &CheckContext) 
             headers: &settings.headers,
             body,
         };
-        match http_kind::fetch(&settings.transport, outgoing, &mut obs).await {
+        // One URL has the whole attempt: the scheduler's timeout ends it.
+        let fetched = match settings.attempt_timeout.filter(|_| count > 1) {
+            Some(timeout) => {
+                let left = shared_time(timeout).saturating_sub(started.elapsed());
+                let share = left / u32::try_from(count - i).unwrap_or(u32::MAX);
+                match tokio::time::timeout(
+                    share,
+                    http_kind::fetch(&settings.transport, outgoing, &mut obs, &context.sockets),
+                )
+                .await
+                {
+                    Ok(fetched) => fetched,
+                    Err(_) => Err(Failure::new(
+                        Reason::Timeout,
+                        format!(
+                            "{} did not answer within {}ms (its share of the timeout)",
+                            settings.transport.secret_names.redact_target(base.as_str()),
+                            share.as_millis()
+                        ),
+                    )),
+                }
+            }
+            None => http_kind::fetch(&settings.transport, outgoing, &mut obs, &context.sockets).await,
+        };
+        match fetched {
             Ok(response) if response.status >= 500 => {
                 failure = Failure::new(
                     Reason::Status,
@@ -241,7 +279,14 @@ pub async fn check(settings: &Settings, _target: &str, _context: &CheckContext) 
                     Err(f) => Checked::down(f.reason, f.detail, obs),
                 };
             }
-            Err(f) if matches!(f.reason, Reason::Connect | Reason::Dns | Reason::Tls | Reason::Protocol) => failure = f,
+            Err(f)
+                if matches!(
+                    f.reason,
+                    Reason::Connect | Reason::Dns | Reason::Tls | Reason::Protocol | Reason::Timeout
+                ) =>
+            {
+                failure = f
+            }
             Err(f) => return Checked::down(f.reason, f.detail, obs),
         }
     }

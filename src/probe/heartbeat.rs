@@ -26,10 +26,10 @@ pub struct Spec {
     /// File holding the token (same as `token: {file: PATH}`).
     pub token_file: Option<PathBuf>,
     /// Older than this: DOWN.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "crate::config::values::duration")]
     pub max_age: Option<Duration>,
     /// Older than this: DEGRADED.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "crate::config::values::duration")]
     pub warn_age: Option<Duration>,
 }
 
@@ -78,8 +78,14 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) 
         }
     };
     if token.as_ref().is_some_and(|t| t.expose().len() < 16) {
+        // The key the user wrote.
+        let written = if spec.token_file.is_some() {
+            "token_file"
+        } else {
+            "token"
+        };
         ctx.error(
-            &format!("{path}.token"),
+            &format!("{path}.{written}"),
             "the token must be at least 16 characters long",
         );
     }
@@ -212,6 +218,12 @@ impl Beats {
 
     /// Records a beat and, with a file, writes it before returning.
     pub fn record(&self, name: &str, mut beat: Beat) -> std::io::Result<()> {
+        // What a job says is shown on terminals and pages: no escapes, no line breaks.
+        if let Some(message) = &mut beat.message
+            && let std::borrow::Cow::Owned(clean) = crate::printable::printable(message)
+        {
+            *message = clean;
+        }
         if let Some(message) = &mut beat.message
             && let Some((cut, _)) = message.char_indices().nth(200)
         {

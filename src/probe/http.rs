@@ -21,7 +21,7 @@ use super::tls::{self, TlsSpec};
 use super::{Built, CheckContext, Checked, Failure, Level, Observations, Phases, Reason, Role};
 use crate::config::BuildContext;
 use crate::config::values::{ByteSize, OneOrMany, Pattern, StatusRange};
-use crate::secret::SecretSource;
+use crate::secret::{SecretNames, SecretSource};
 
 /// Config of an `http` probe.
 #[derive(Debug, Deserialize)]
@@ -64,10 +64,11 @@ pub struct Spec {
     /// Conditions on fields of a JSON body (all must hold).
     #[serde(default)]
     pub json: Vec<JsonCondition>,
-    /// Follow redirects (default true).
+    /// Follow redirects (default true). Credentials go only to the origin (scheme, host and
+    /// port) the probe names, never to a redirect target elsewhere.
     #[serde(default = "yes")]
     pub follow_redirects: bool,
-    /// At most this many redirects (default 10).
+    /// At most this many redirects (default 10, at most 100).
     #[serde(default = "default_max_redirects")]
     pub max_redirects: u32,
     /// TLS settings for `https` URLs.
@@ -79,7 +80,7 @@ pub struct Spec {
     /// Try the other IP version when the preferred one has no address or fails (default true).
     #[serde(default = "yes")]
     pub ip_protocol_fallback: bool,
-    /// At most this much of the body is read; more fails the probe (default 1MiB).
+    /// At most this much of the body is read; more fails the probe (default 1MiB, at most 1GiB).
     #[serde(default = "default_body_limit")]
     pub body_size_limit: ByteSize,
 }
@@ -143,6 +144,20 @@ fn default_body_limit() -> ByteSize {
     ByteSize(1 << 20)
 }
 
+/// The most redirects a probe may follow.
+pub const MAX_REDIRECTS: u32 = 100;
+/// The largest body a probe may read.
+pub const MAX_BODY_SIZE: u64 = 1 << 30;
+
+/// Checks a `body_size_limit` (found at `path`): above 0, at most [`MAX_BODY_SIZE`].
+pub(crate) fn check_body_limit(limit: u64, ctx: &mut BuildContext, path: &str) {
+    if limit == 0 {
+        ctx.error(path, "must be greater than 0");
+    } else if limit > MAX_BODY_SIZE {
+        ctx.error(path, "must be at most 1GiB");
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 enum Step {
     Key(String),
@@ -202,6 +217,43 @@ pub struct Transport {
     pub follow_redirects: bool,
     /// At most this many redirects.
     pub max_redirects: u32,
+    /// Which headers hold secrets (never sent to another origin) and how targets are shown.
+    pub secret_names: SecretNames,
+}
+
+impl Transport {
+    /// Whether a header of the request carries credentials: `Authorization`, `Cookie` and the
+    /// like, a value read from a file or otherwise marked sensitive, or a name that the secret
+    /// rule matches (`X-Api-Key`, `X-Auth-Token`, ...).
+    fn is_credential(&self, name: &HeaderName, value: &HeaderValue) -> bool {
+        value.is_sensitive()
+            || name == header::AUTHORIZATION
+            || name == header::PROXY_AUTHORIZATION
+            || name == header::COOKIE
+            || self.secret_names.is_secret(name.as_str())
+    }
+}
+
+/// The origin of a URL as credentials are scoped to it: scheme, host and port (as curl has it).
+fn origin(url: &Url) -> (&str, Option<&str>, Option<u16>) {
+    (url.scheme(), url.host_str(), url.port_or_known_default())
+}
+
+/// Parses an absolute `http://` or `https://` URL with a host; the error never holds the
+/// credentials or secret query values the text may carry.
+pub(crate) fn parse_http_url(text: &str, names: &SecretNames) -> Result<Url, String> {
+    let shown = || names.redact_text(text);
+    let url = Url::parse(text).map_err(|e| format!("`{}` is not a URL: {e}", shown()))?;
+    match url.scheme() {
+        "http" | "https" => {}
+        other => return Err(format!("unsupported scheme `{other}` (use http or https)")),
+    }
+    // `http:///x` parses (the WHATWG rules skip the empty host) but names no host.
+    let after = text.split_once("://").map_or("", |(_, rest)| rest);
+    if !url.has_host() || after.is_empty() || after.starts_with('/') {
+        return Err(format!("`{}` is not a URL: it names no host", shown()));
+    }
+    Ok(url)
 }
 
 /// One request to send.
@@ -234,14 +286,13 @@ pub struct Settings {
 }
 
 /// Parses a target the way blackbox_exporter does: a URL, or `host:port` meaning `http://`.
-fn parse_target(target: &str) -> Result<Url, String> {
-    let url = match Url::parse(target) {
-        Ok(url) if url.has_host() => url,
-        _ => Url::parse(&format!("http://{target}")).map_err(|e| format!("`{target}` is not a URL: {e}"))?,
-    };
-    match url.scheme() {
-        "http" | "https" => Ok(url),
-        other => Err(format!("unsupported scheme `{other}` (use http or https)")),
+/// A target with a scheme must be a valid `http(s)` URL as written: it is never re-read as a
+/// host named `http` or `file`.
+fn parse_target(target: &str, names: &SecretNames) -> Result<Url, String> {
+    if target.contains("://") {
+        parse_http_url(target, names)
+    } else {
+        parse_http_url(&format!("http://{target}"), names)
     }
 }
 
@@ -263,7 +314,7 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) 
     match (role, &spec.url) {
         (Role::Scheduled, None) => ctx.error(path, "missing key `url`"),
         (Role::Scheduled, Some(url)) => {
-            if let Err(e) = parse_target(url) {
+            if let Err(e) = parse_target(url, ctx.secret_names()) {
                 ctx.error(&key("url"), e);
             }
         }
@@ -292,7 +343,12 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) 
         };
         match HeaderValue::from_str(secret.expose()) {
             Ok(mut value) => {
-                value.set_sensitive(true);
+                // Read from a file, or named like a secret: a credential, kept to its origin.
+                let sensitive = matches!(source, SecretSource::File { .. })
+                    || ctx.secret_names().is_secret(name)
+                    || header_name == header::AUTHORIZATION
+                    || header_name == header::COOKIE;
+                value.set_sensitive(sensitive);
                 headers.push((header_name, value));
             }
             Err(_) => ctx.error(&hkey, "the header value holds characters a header cannot carry"),
@@ -375,10 +431,10 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) 
             &key("max_redirects"),
             "must be at least 1 when follow_redirects is true",
         );
+    } else if spec.max_redirects > MAX_REDIRECTS {
+        ctx.error(&key("max_redirects"), format!("must be at most {MAX_REDIRECTS}"));
     }
-    if spec.body_size_limit.0 == 0 {
-        ctx.error(&key("body_size_limit"), "must be greater than 0");
-    }
+    check_body_limit(spec.body_size_limit.0, ctx, &key("body_size_limit"));
     let tls = tls::client_config(&spec.tls_config, &[b"http/1.1"], ctx, &key("tls_config"))?;
     let settings = Settings {
         method,
@@ -399,6 +455,7 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) 
             body_size_limit: spec.body_size_limit.0,
             follow_redirects: spec.follow_redirects,
             max_redirects: spec.max_redirects,
+            secret_names: ctx.secret_names().clone(),
         },
     };
     Some(Built {
@@ -434,9 +491,9 @@ pub struct Response {
 const USER_AGENT: &str = concat!("vigil/", env!("CARGO_PKG_VERSION"));
 
 /// One attempt: request, follow redirects, then check the final response.
-pub async fn check(settings: &Settings, target: &str, _context: &CheckContext) -> Checked {
+pub async fn check(settings: &Settings, target: &str, context: &CheckContext) -> Checked {
     let mut obs = Observations::default();
-    let url = match parse_target(target) {
+    let url = match parse_target(target, &settings.transport.secret_names) {
         Ok(url) => url,
         Err(e) => return Checked::down(Reason::Connect, e, obs),
     };
@@ -446,15 +503,21 @@ pub async fn check(settings: &Settings, target: &str, _context: &CheckContext) -
         headers: &settings.headers,
         body: settings.body.clone(),
     };
-    match fetch(&settings.transport, outgoing, &mut obs).await {
+    match fetch(&settings.transport, outgoing, &mut obs, &context.sockets).await {
         Ok(response) => assess(settings, &response, obs),
         Err(failure) => Checked::down(failure.reason, failure.detail, obs),
     }
 }
 
 /// Sends `outgoing` on a fresh connection, following redirects as `transport` says, and reads
-/// the final response; phases, TLS and status go into `obs` as they are learnt.
-pub async fn fetch(transport: &Transport, outgoing: Outgoing<'_>, obs: &mut Observations) -> Result<Response, Failure> {
+/// the final response; phases, TLS and status go into `obs` as they are learnt. Each
+/// connection takes its place in `sockets`.
+pub async fn fetch(
+    transport: &Transport,
+    outgoing: Outgoing<'_>,
+    obs: &mut Observations,
+    sockets: &net::Sockets,
+) -> Result<Response, Failure> {
     let Outgoing {
         method,
         mut url,
@@ -466,14 +529,21 @@ pub async fn fetch(transport: &Transport, outgoing: Outgoing<'_>, obs: &mut Obse
     let mut phases = Phases::default();
     let mut redirects = 0u32;
     let mut visited: Vec<Url> = Vec::new();
-    let first_host = url.host_str().map(str::to_owned);
+    let first = url.clone();
     loop {
         let host = url
             .host_str()
             .ok_or_else(|| Failure::new(Reason::Connect, "URL has no host"))?
             .to_owned();
         let port = url.port_or_known_default().unwrap_or(80);
-        let connected = net::connect(&host, port, transport.ip_protocol, transport.ip_protocol_fallback).await;
+        let connected = net::connect(
+            &host,
+            port,
+            transport.ip_protocol,
+            transport.ip_protocol_fallback,
+            sockets,
+        )
+        .await;
         let connected = match connected {
             Ok(c) => c,
             Err(e) => {
@@ -493,8 +563,9 @@ pub async fn fetch(transport: &Transport, outgoing: Outgoing<'_>, obs: &mut Obse
             Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
             None => host.clone(),
         };
-        // Credentials go only to the host the probe was written for, never to a redirect target.
-        let same_host = url.host_str().map(str::to_owned) == first_host;
+        // Credentials go only to the origin the probe was written for (scheme, host and port),
+        // never to a redirect target elsewhere, nor from https down to http.
+        let same_origin = origin(&url) == origin(&first);
         let headers = request
             .headers_mut()
             .ok_or_else(|| Failure::new(Reason::Protocol, "invalid request"))?;
@@ -505,7 +576,7 @@ pub async fn fetch(transport: &Transport, outgoing: Outgoing<'_>, obs: &mut Obse
         headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         for (name, value) in extra_headers {
-            if same_host || (name != header::AUTHORIZATION && name != header::COOKIE) {
+            if same_origin || !transport.is_credential(name, value) {
                 headers.insert(name.clone(), value.clone());
             }
         }
@@ -563,9 +634,10 @@ pub async fn fetch(transport: &Transport, outgoing: Outgoing<'_>, obs: &mut Obse
                     format!("status {} without a Location header", response.status),
                 )
             })?;
-        let next = url
-            .join(location)
-            .map_err(|e| Failure::new(Reason::Redirect, format!("bad Location `{location}`: {e}")))?;
+        let next = url.join(location).map_err(|e| {
+            let shown = transport.secret_names.redact_target(location);
+            Failure::new(Reason::Redirect, format!("bad Location `{shown}`: {e}"))
+        })?;
         visited.push(url);
         if redirects >= transport.max_redirects {
             obs.http_redirects = Some(redirects);
@@ -576,7 +648,7 @@ pub async fn fetch(transport: &Transport, outgoing: Outgoing<'_>, obs: &mut Obse
                     format!(
                         "redirect loop: {} redirects, back to {}",
                         redirects,
-                        crate::config::redact_target(next.as_str())
+                        transport.secret_names.redact_target(next.as_str())
                     )
                 } else {
                     format!("more than {} redirects", transport.max_redirects)
@@ -842,14 +914,26 @@ mod tests {
 
     #[test]
     fn targets() {
+        let names = SecretNames::default();
         assert_eq!(
-            parse_target("example.test:8080").map(|u| u.to_string()),
+            parse_target("example.test:8080", &names).map(|u| u.to_string()),
             Ok("http://example.test:8080/".into())
         );
-        assert!(parse_target("ftp://example.test/").is_err());
+        assert!(parse_target("ftp://example.test/", &names).is_err());
         assert_eq!(
-            parse_target("https://a.test/x?y=1").map(|u| u.to_string()),
+            parse_target("https://a.test/x?y=1", &names).map(|u| u.to_string()),
             Ok("https://a.test/x?y=1".into())
         );
+        // Mistyped URLs are refused, never re-read as a host called `http` or `file`.
+        for bad in [
+            "http://u:pw@127.0.0.1:99999/",
+            "file:///etc/passwd",
+            "http://[::1/",
+            "http:///x",
+            "https://",
+        ] {
+            let err = parse_target(bad, &names).expect_err(bad);
+            assert!(!err.contains("pw@"), "{err}");
+        }
     }
 }

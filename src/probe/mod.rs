@@ -305,6 +305,8 @@ pub struct Built<S> {
 pub struct CheckContext {
     /// Heartbeats pushed to `/push/<name>`.
     pub heartbeats: Arc<heartbeat::Beats>,
+    /// The probes' share of the process' descriptors (unlimited by default).
+    pub sockets: net::Sockets,
 }
 
 /// Declares the probe kinds: the `Kind` name enum, the `Spec` config enum, the compiled `Probe`
@@ -352,9 +354,17 @@ macro_rules! probe_kinds {
                 match self { $(Probe::$variant(_) => Kind::$variant,)+ }
             }
 
-            /// One attempt against `target`; never sleeps, never panics on bad input.
+            /// One attempt against `target`; never sleeps, never panics on bad input. Its
+            /// detail is printable: what a target sent cannot reach a terminal or a log line
+            /// as escape sequences or line breaks.
             pub async fn check(&self, target: &str, context: &CheckContext) -> Checked {
-                match self { $(Probe::$variant(settings) => $module::check(settings, target, context).await,)+ }
+                let mut checked = match self {
+                    $(Probe::$variant(settings) => $module::check(settings, target, context).await,)+
+                };
+                if let std::borrow::Cow::Owned(clean) = crate::printable::printable(&checked.detail) {
+                    checked.detail = clean;
+                }
+                checked
             }
 
             /// Builds the probe of kind `kind` from the config value at `path` (without `kind`).
@@ -366,7 +376,7 @@ macro_rules! probe_kinds {
                 role: Role,
             ) -> Option<Built<Probe>> {
                 match kind { $(Kind::$variant => {
-                    let spec: $module::Spec = ctx.deserialize(value, path)?;
+                    let spec: $module::Spec = ctx.deserialize_struct(value, path)?;
                     let built = $module::build(spec, ctx, path, role)?;
                     Some(Built {
                         settings: Probe::$variant(Arc::new(built.settings)),

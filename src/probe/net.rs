@@ -1,12 +1,89 @@
-//! Name resolution and TCP connect with an IP-version preference, shared by every network kind.
+//! Name resolution and TCP connect with an IP-version preference, shared by every network kind,
+//! within the probes' share of the process' descriptors ([`Sockets`]).
 
+use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{Failure, Reason};
+
+/// The probes' descriptor budget: at most this many sockets (and database connections) open at
+/// once; a probe past it waits for one within its timeout. Cheap to clone; shared by every probe
+/// and kept across reloads.
+#[derive(Clone, Debug, Default)]
+pub struct Sockets(Option<Arc<Semaphore>>);
+
+impl Sockets {
+    /// At most `n` sockets at once.
+    pub fn limited(n: usize) -> Sockets {
+        Sockets(Some(Arc::new(Semaphore::new(n.clamp(1, Semaphore::MAX_PERMITS)))))
+    }
+
+    /// No limit (tests, one-shot commands).
+    pub fn unlimited() -> Sockets {
+        Sockets(None)
+    }
+
+    /// Waits for room for one more socket; the permit keeps its place until dropped.
+    pub async fn acquire(&self) -> Option<OwnedSemaphorePermit> {
+        match &self.0 {
+            Some(semaphore) => semaphore.clone().acquire_owned().await.ok(),
+            None => None,
+        }
+    }
+
+    /// Sockets free now (`None`: unlimited).
+    pub fn available(&self) -> Option<usize> {
+        self.0.as_ref().map(|s| s.available_permits())
+    }
+}
+
+/// A probe's TCP connection, holding its place in the [`Sockets`] budget until it closes.
+#[derive(Debug)]
+pub struct Socket {
+    stream: TcpStream,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl AsyncRead for Socket {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Socket {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
 
 /// Which IP version to try first.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -23,7 +100,7 @@ pub enum IpProtocol {
 #[derive(Debug)]
 pub struct Connected {
     /// The stream.
-    pub stream: TcpStream,
+    pub stream: Socket,
     /// The address connected to.
     pub addr: SocketAddr,
     /// Time spent resolving the name.
@@ -34,7 +111,15 @@ pub struct Connected {
 
 /// Resolves `host` and connects to `port`, preferred IP version first; with `fallback` the other
 /// version's addresses are tried too (after the preferred ones), otherwise only the preferred.
-pub async fn connect(host: &str, port: u16, prefer: IpProtocol, fallback: bool) -> Result<Connected, Failure> {
+/// The socket takes its place in `sockets` first (waiting for one when the budget is spent).
+pub async fn connect(
+    host: &str,
+    port: u16,
+    prefer: IpProtocol,
+    fallback: bool,
+    sockets: &Sockets,
+) -> Result<Connected, Failure> {
+    let permit = sockets.acquire().await;
     let started = Instant::now();
     let literal = host.trim_start_matches('[').trim_end_matches(']');
     let mut addrs: Vec<SocketAddr> = match literal.parse::<IpAddr>() {
@@ -69,7 +154,10 @@ pub async fn connect(host: &str, port: u16, prefer: IpProtocol, fallback: bool) 
                 // Requests are written whole; no need to wait for more.
                 let _ = stream.set_nodelay(true);
                 return Ok(Connected {
-                    stream,
+                    stream: Socket {
+                        stream,
+                        _permit: permit,
+                    },
                     addr,
                     resolve,
                     connect: started.elapsed() - resolve,
@@ -90,13 +178,38 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         drop(listener);
-        let err = connect("127.0.0.1", port, IpProtocol::Ip4, true)
+        let sockets = Sockets::unlimited();
+        let err = connect("127.0.0.1", port, IpProtocol::Ip4, true, &sockets)
             .await
             .expect_err("refused");
         assert_eq!(err.reason, Reason::Connect);
-        let err = connect("127.0.0.1", port, IpProtocol::Ip6, false)
+        let err = connect("127.0.0.1", port, IpProtocol::Ip6, false, &sockets)
             .await
             .expect_err("no v6");
         assert_eq!(err.reason, Reason::Dns);
+    }
+
+    #[tokio::test]
+    async fn sockets_wait_for_their_budget() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let sockets = Sockets::limited(2);
+        let a = connect("127.0.0.1", port, IpProtocol::Ip4, true, &sockets)
+            .await
+            .expect("a");
+        let _b = connect("127.0.0.1", port, IpProtocol::Ip4, true, &sockets)
+            .await
+            .expect("b");
+        assert_eq!(sockets.available(), Some(0));
+        let third = tokio::time::timeout(
+            Duration::from_millis(100),
+            connect("127.0.0.1", port, IpProtocol::Ip4, true, &sockets),
+        );
+        assert!(third.await.is_err(), "a third socket waits");
+        drop(a);
+        assert_eq!(sockets.available(), Some(1));
+        let refused = connect("127.0.0.1", 1, IpProtocol::Ip4, false, &sockets).await;
+        assert!(refused.is_err());
+        assert_eq!(sockets.available(), Some(1), "a failed connect gives its place back");
     }
 }

@@ -13,9 +13,10 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{AssertSqlSafe, ConnectOptions, Executor, Row};
 use time::{Date, OffsetDateTime, PrimitiveDateTime};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OwnedSemaphorePermit};
 
 use super::freshness::{self, Thresholds};
+use super::net::Sockets;
 use super::{Built, CheckContext, Checked, Failure, Observations, Reason, Role};
 use crate::config::BuildContext;
 use crate::secret::{Secret, SecretSource};
@@ -33,13 +34,13 @@ pub struct Spec {
     /// A query returning one row with one timestamp (or NULL: no data yet).
     pub query: String,
     /// Longest a statement may run on the server (default: the probe's timeout).
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "crate::config::values::duration")]
     pub statement_timeout: Option<Duration>,
     /// Older than this: DOWN.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "crate::config::values::duration")]
     pub max_age: Option<Duration>,
     /// Older than this: DEGRADED.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "crate::config::values::duration")]
     pub warn_age: Option<Duration>,
 }
 
@@ -65,9 +66,10 @@ pub struct Settings {
     query: String,
     statement_timeout: Option<Duration>,
     thresholds: Thresholds,
-    /// The one connection, while it is idle; an attempt takes it out and puts it back only
-    /// when it succeeded, so a cancelled attempt closes it.
-    connection: Mutex<Option<Connection>>,
+    /// The one connection, while it is idle, with its place in the probes' descriptor budget;
+    /// an attempt takes it out and puts it back only when it succeeded, so a cancelled attempt
+    /// closes it (and gives its place back).
+    connection: Mutex<Option<(Connection, Option<OwnedSemaphorePermit>)>>,
 }
 
 fn driver_of(dsn: &str) -> Result<(Driver, String), String> {
@@ -149,7 +151,7 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) 
     if parsed.is_err() {
         ctx.error(&dsn_key, "the connection string cannot be parsed");
     }
-    let target = crate::config::redact_target(dsn.expose());
+    let target = ctx.secret_names().redact_target(dsn.expose());
     let thresholds = thresholds?;
     Some(Built {
         settings: Settings {
@@ -166,8 +168,8 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) 
 }
 
 /// One attempt: run the query, read the timestamp, judge its age.
-pub async fn check(settings: &Settings, _target: &str, _context: &CheckContext) -> Checked {
-    match newest(settings).await {
+pub async fn check(settings: &Settings, _target: &str, context: &CheckContext) -> Checked {
+    match newest(settings, &context.sockets).await {
         Ok(newest) => freshness::assess(newest, &settings.thresholds, SystemTime::now(), Observations::default()),
         Err(f) => Checked::down(f.reason, f.detail, Observations::default()),
     }
@@ -211,11 +213,14 @@ async fn connect(settings: &Settings) -> Result<Connection, Failure> {
     })
 }
 
-async fn newest(settings: &Settings) -> Result<Option<SystemTime>, Failure> {
+async fn newest(settings: &Settings, sockets: &Sockets) -> Result<Option<SystemTime>, Failure> {
     let mut slot = settings.connection.lock().await;
-    let mut conn = match slot.take() {
-        Some(conn) => conn,
-        None => connect(settings).await?,
+    let (mut conn, permit) = match slot.take() {
+        Some(held) => held,
+        None => {
+            let permit = sockets.acquire().await;
+            (connect(settings).await?, permit)
+        }
     };
     // The query comes from the config, written by the operator: it is the point of the probe.
     let query = AssertSqlSafe(settings.query.clone());
@@ -237,7 +242,7 @@ async fn newest(settings: &Settings) -> Result<Option<SystemTime>, Failure> {
             .and_then(|r| r.map_or(Ok(None), |r| decode(&r))),
     };
     if result.is_ok() {
-        *slot = Some(conn);
+        *slot = Some((conn, permit));
     }
     result
 }

@@ -119,17 +119,22 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) 
 }
 
 /// One attempt.
-pub async fn check(settings: &Settings, target: &str, _context: &CheckContext) -> Checked {
+pub async fn check(settings: &Settings, target: &str, context: &CheckContext) -> Checked {
     let mut obs = Observations::default();
-    match attempt(settings, target, &mut obs).await {
+    match attempt(settings, target, &mut obs, &context.sockets).await {
         Ok(()) => Checked::up(obs),
         Err(failure) => Checked::down(failure.reason, failure.detail, obs),
     }
 }
 
-async fn attempt(settings: &Settings, target: &str, obs: &mut Observations) -> Result<(), Failure> {
+async fn attempt(
+    settings: &Settings,
+    target: &str,
+    obs: &mut Observations,
+    sockets: &net::Sockets,
+) -> Result<(), Failure> {
     let (host, port) = split_address(target).map_err(|e| Failure::new(Reason::Connect, e))?;
-    let connected = net::connect(host, port, settings.ip_protocol, settings.ip_protocol_fallback).await?;
+    let connected = net::connect(host, port, settings.ip_protocol, settings.ip_protocol_fallback, sockets).await?;
     let mut phases = Phases {
         resolve: connected.resolve,
         connect: connected.connect,

@@ -49,7 +49,7 @@ pub struct Spec {
     /// JSON-lines audit log of every decision (default: the logs only).
     pub audit_log: Option<PathBuf>,
     /// No second action on a target within this (default 30m).
-    #[serde(default = "default_cooldown", with = "humantime_serde")]
+    #[serde(default = "default_cooldown", with = "crate::config::values::duration")]
     pub cooldown: Duration,
     /// Actions per target per window (default 3 per 1h).
     #[serde(default = "default_budget")]
@@ -58,7 +58,7 @@ pub struct Spec {
     #[serde(default = "default_global_budget")]
     pub global_budget: Budget,
     /// Wait before acting; a resolved alert in the meantime cancels (default 0s).
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "crate::config::values::duration")]
     pub delay: Duration,
     /// Kubernetes: do not restart when fewer than this share of replicas is available (default 0.5).
     #[serde(default = "default_ratio")]
@@ -126,7 +126,13 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str) -> Option<Se
         }
     };
     if token.as_ref().is_some_and(|t| t.expose().len() < 16) {
-        ctx.error(&key("token"), "the token must be at least 16 characters long");
+        // The key the user wrote.
+        let written = if spec.token_file.is_some() {
+            "token_file"
+        } else {
+            "token"
+        };
+        ctx.error(&key(written), "the token must be at least 16 characters long");
     }
     if spec.state_file.is_none() {
         ctx.error(
@@ -383,11 +389,14 @@ impl Receiver {
             "remediation"
         );
         if let Some(path) = &self.settings.audit_log {
+            // One write per line: lines of concurrent decisions never interleave, and a reader
+            // never sees half a line.
+            let text = format!("{line}\n");
             let written = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(path)
-                .and_then(|mut f| writeln!(f, "{line}"));
+                .and_then(|mut f| f.write_all(text.as_bytes()));
             if let Err(e) = written {
                 warn!(error = %e, path = %path.display(), "cannot write the audit log");
             }

@@ -15,7 +15,7 @@ use url::Url;
 use super::payload::{Payload, Status};
 use crate::config::BuildContext;
 use crate::probe::http::{Outgoing, Transport, fetch};
-use crate::probe::net::IpProtocol;
+use crate::probe::net::{IpProtocol, Sockets};
 use crate::probe::tls::{self, TlsSpec};
 use crate::probe::{Observations, Reason};
 use crate::secret::{Secret, SecretSource};
@@ -37,7 +37,7 @@ pub struct Spec {
     #[serde(default = "default_receiver")]
     pub receiver: String,
     /// At most one message per alert group within this (default 15m); resolved notices always go.
-    #[serde(default = "default_min_interval", with = "humantime_serde")]
+    #[serde(default = "default_min_interval", with = "crate::config::values::duration")]
     pub min_interval: Duration,
     /// DOWN runs in a row a probe must have (the alert's `consecutive_failures` annotation,
     /// which vigil's rules fill in) before a message goes (default 1). Alerts without the
@@ -48,7 +48,7 @@ pub struct Spec {
     #[serde(default = "three")]
     pub retries: u32,
     /// First pause between retries, doubling (default 1s; a `Retry-After` header wins, up to 60s).
-    #[serde(default = "default_backoff", with = "humantime_serde")]
+    #[serde(default = "default_backoff", with = "crate::config::values::duration")]
     pub retry_backoff: Duration,
     /// Cloud API: the sending phone number's id.
     pub phone_number_id: Option<String>,
@@ -181,10 +181,10 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str) -> Option<Re
         Provider::CloudApi => format!("{}/{}/messages", base.trim_end_matches('/'), sender),
         Provider::Messagebird => format!("{}/send", base.trim_end_matches('/')),
     };
-    let url = match Url::parse(&url) {
+    let url = match crate::probe::http::parse_http_url(&url, ctx.secret_names()) {
         Ok(u) => u,
         Err(e) => {
-            ctx.error(&key("base_url"), format!("`{base}` is not a URL: {e}"));
+            ctx.error(&key("base_url"), e);
             return None;
         }
     };
@@ -217,6 +217,7 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str) -> Option<Re
             body_size_limit: 1 << 20,
             follow_redirects: false,
             max_redirects: 0,
+            secret_names: ctx.secret_names().clone(),
         },
     })
 }
@@ -392,7 +393,11 @@ impl Relay {
                 body: body.clone(),
             };
             let mut obs = Observations::default();
-            let sent = tokio::time::timeout(Duration::from_secs(30), fetch(&self.transport, outgoing, &mut obs)).await;
+            let sent = tokio::time::timeout(
+                Duration::from_secs(30),
+                fetch(&self.transport, outgoing, &mut obs, &Sockets::unlimited()),
+            )
+            .await;
             let (retryable, reason, wait) = match sent {
                 Ok(Ok(response)) if (200..300).contains(&response.status) => return Ok(()),
                 Ok(Ok(response)) => {

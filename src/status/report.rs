@@ -10,6 +10,7 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 
 use super::Status;
+use crate::printable::printable;
 
 /// Why the status could not be fetched.
 #[derive(Debug, thiserror::Error)]
@@ -179,6 +180,8 @@ pub fn table(status: &Status) -> String {
                 millis(day.latency_p95_seconds),
                 failure,
             ]
+            // The status comes over the network: nothing in it may drive the terminal.
+            .map(|cell| printable(&cell).into_owned())
         })
         .collect();
     let mut widths = header.map(str::len);

@@ -1,5 +1,6 @@
 //! The listener: plain HTTP or TLS, optional basic auth (bcrypt hashes), in the format of
-//! Prometheus' web config file, and graceful shutdown.
+//! Prometheus' web config file, connection limits and timeouts ([`Limits`]), and graceful
+//! shutdown.
 
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
@@ -15,7 +16,8 @@ use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use figment::providers::Format;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -25,6 +27,8 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
+
+use super::connections::{Conn, Connections, Deadlined, Tracked};
 
 /// `--web.external-url` checked and ending in `/`.
 pub fn external_url(text: &str) -> Result<String, String> {
@@ -197,12 +201,56 @@ pub fn parse_listen_address(text: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("`{text}` is not a listen address (HOST:PORT or :PORT)"))
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then lets requests in flight finish
-/// (at most `grace`).
+/// Connections the kernel queues for `accept` (it caps this at `net.core.somaxconn`, 4096 on
+/// current Linux): above the connection cap, so that clients holding every connection they may
+/// cannot also fill the queue and keep a scrape from getting in.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listening socket on `addr` with a queue of [`LISTEN_BACKLOG`].
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Limits that keep clients from taking the listener, and the process' descriptors, for
+/// themselves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// At most this many connections at once. Past it, the connection idle longest is closed
+    /// for the new one (then the one whose response has sent nothing for longest); when every
+    /// connection is handling a request, new ones wait in the kernel's queue.
+    pub max_connections: usize,
+    /// A request's headers, and then its body, must arrive within this long of the moment the
+    /// connection is ready for a request (opened, TLS done, previous response sent); so it is
+    /// also how long a connection may sit idle.
+    pub read_timeout: Duration,
+    /// A response the client takes nothing of for this long is abandoned, its connection closed.
+    pub write_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            read_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Serves `router` on `listener` within `limits` until `shutdown` resolves, then lets requests
+/// in flight finish (at most `grace`).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     web: &WebConfig,
+    limits: &Limits,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) -> Result<(), String> {
@@ -220,10 +268,27 @@ pub async fn serve(
         }))
     };
     let service = TowerToHyperService::new(router);
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // The timer makes hyper apply the header timeout (it does nothing without one).
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.read_timeout);
     let graceful = GracefulShutdown::new();
+    let connections = Arc::new(Connections::default());
+    let max = limits.max_connections.max(1);
+    let mut sweep = tokio::time::interval(Duration::from_millis(500));
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
-    loop {
+    'accepting: loop {
+        // At the cap with every connection handling a request: accept nothing until one ends.
+        while connections.count() >= max && !connections.any_closable() {
+            tokio::select! {
+                () = connections.wait_for_room() => {}
+                _ = sweep.tick() => {}
+                () = &mut shutdown => break 'accepting,
+            }
+        }
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -234,41 +299,72 @@ pub async fn serve(
                     continue;
                 }
             },
+            _ = sweep.tick() => {
+                let closed = connections.close_expired(limits.read_timeout, limits.write_timeout);
+                if closed > 0 {
+                    debug!(closed, "closed idle or stalled connections");
+                }
+                continue;
+            }
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = service.clone();
-        let builder = builder.clone();
-        match &acceptor {
-            None => {
-                let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                });
+        let (id, conn) = connections.open();
+        // Over the cap: close the connection idle longest, or wait until one ends.
+        while connections.count() > max {
+            if connections.close_one(id) {
+                debug!(%peer, max_connections = max, "at the connection cap: closed the connection idle longest");
+                break;
             }
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
-                let watcher = graceful.watcher();
-                tokio::spawn(async move {
-                    let stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => return debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => return debug!(%peer, "TLS handshake timed out"),
-                    };
-                    let conn = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .into_owned();
-                    if let Err(e) = watcher.watch(conn).await {
-                        debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                });
+            tokio::select! {
+                () = connections.wait_for_room() => {}
+                _ = sweep.tick() => {
+                    connections.close_expired(limits.read_timeout, limits.write_timeout);
+                }
+                () = &mut shutdown => break 'accepting,
             }
         }
+        let service = tracked(service.clone(), conn.clone(), limits.read_timeout);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let connections = connections.clone();
+        let acceptor = acceptor.clone();
+        let read_timeout = limits.read_timeout;
+        tokio::spawn(async move {
+            let closed = conn.close.notified();
+            tokio::pin!(closed);
+            let serve = async {
+                match acceptor {
+                    None => {
+                        let served = builder
+                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                            .into_owned();
+                        if let Err(e) = watcher.watch(served).await {
+                            debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                    }
+                    Some(acceptor) => {
+                        let stream = match tokio::time::timeout(read_timeout, acceptor.accept(stream)).await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => return debug!(%peer, error = %e, "TLS handshake failed"),
+                            Err(_) => return debug!(%peer, "TLS handshake timed out"),
+                        };
+                        let served = builder
+                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                            .into_owned();
+                        if let Err(e) = watcher.watch(served).await {
+                            debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                    }
+                }
+            };
+            tokio::select! {
+                () = serve => {}
+                // Closed for room or a timeout: dropping the connection closes its socket.
+                () = &mut closed => debug!(%peer, "connection closed by the listener"),
+            }
+            connections.ended(id);
+        });
     }
     drop(listener);
     info!("shutting down: finishing requests in flight");
@@ -276,4 +372,31 @@ pub async fn serve(
         warn!(grace = ?grace, "requests still running after the grace period; closing them");
     }
     Ok(())
+}
+
+/// The service of one connection: each request marks it as handling, its response as sending,
+/// and its body must arrive within `read_timeout`.
+fn tracked(
+    service: TowerToHyperService<Router>,
+    conn: Arc<Conn>,
+    read_timeout: Duration,
+) -> impl hyper::service::Service<
+    http::Request<Incoming>,
+    Response = http::Response<Tracked<axum::body::Body>>,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<http::Response<Tracked<axum::body::Body>>, std::convert::Infallible>> + Send,
+> + Clone {
+    hyper::service::service_fn(move |request: http::Request<Incoming>| {
+        let handling = conn.handling();
+        let request = request.map(|body| axum::body::Body::new(Deadlined::new(body, read_timeout)));
+        let answer = hyper::service::Service::call(&service, request);
+        async move {
+            let response = match answer.await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+            let sending = handling.sending();
+            Ok(response.map(|body| Tracked::new(body, sending)))
+        }
+    })
 }

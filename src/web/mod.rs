@@ -3,6 +3,7 @@
 
 pub mod badge;
 mod blackbox;
+mod connections;
 pub mod listener;
 mod page;
 pub mod runbook;
@@ -152,7 +153,12 @@ async fn probe_handler(State(app): State<Arc<App>>, Query(query): Query<ProbeQue
     let outcome = crate::scheduler::execute(&module.probe, &target, &timing, None, &app.context).await;
     let body = blackbox::render(&outcome);
     if query.debug {
-        let debug = blackbox::debug(&module_name, &crate::config::redact_target(&target), &outcome, &body);
+        let debug = blackbox::debug(
+            &module_name,
+            &config.secret_names.redact_target(&target),
+            &outcome,
+            &body,
+        );
         return ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], debug).into_response();
     }
     ([(header::CONTENT_TYPE, metrics::PROMETHEUS_TEXT)], body).into_response()
@@ -236,11 +242,14 @@ async fn reload_handler(State(app): State<Arc<App>>) -> Response {
             ),
         )
             .into_response(),
-        Ok(Err(errors)) => (
+        Ok(Err(crate::app::ReloadError::Invalid(errors))) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("{errors}\nkeeping the running config\n"),
         )
             .into_response(),
+        Ok(Err(e @ crate::app::ReloadError::Panicked(_))) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response()
+        }
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "reload failed\n").into_response(),
     }
 }

@@ -80,9 +80,16 @@ pub async fn serve_tls(router: Router, cert_file: PathBuf, key_file: PathBuf) ->
         ..WebConfig::default()
     };
     tokio::spawn(async move {
-        listener::serve(socket, router, &web, std::future::pending(), Duration::from_secs(1))
-            .await
-            .unwrap();
+        listener::serve(
+            socket,
+            router,
+            &web,
+            &Default::default(),
+            std::future::pending(),
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
     });
     addr
 }
@@ -179,12 +186,18 @@ pub struct Running {
 impl Running {
     /// `vigil run --config <config> <extra>` on 127.0.0.1 port 0.
     pub fn start(config: &std::path::Path, extra: &[&str]) -> Running {
-        Running::spawn("run", "listening", "127.0.0.1:0", config, extra)
+        Running::spawn(&[], "run", "listening", "127.0.0.1:0", config, extra)
+    }
+
+    /// Like [`Running::start`], run by `wrapper` (`prlimit --nofile=1024:1024 --`, say), which
+    /// must exec vigil in its own process.
+    pub fn start_under(wrapper: &[&str], config: &std::path::Path, extra: &[&str]) -> Running {
+        Running::spawn(wrapper, "run", "listening", "127.0.0.1:0", config, extra)
     }
 
     /// `vigil receiver --config <config>` on `listen` (`127.0.0.1:0`, or a port it had before).
     pub fn receiver(config: &std::path::Path, listen: &str) -> Running {
-        Running::spawn("receiver", "receiver listening", listen, config, &[])
+        Running::spawn(&[], "receiver", "receiver listening", listen, config, &[])
     }
 
     /// Stops the process (SIGTERM) and starts it again the same way, on the same port and with
@@ -194,6 +207,7 @@ impl Running {
         let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
         let listen = format!("127.0.0.1:{}", self.port);
         let again = Running::spawn_with(
+            &[],
             self.command,
             self.ready,
             &listen,
@@ -207,6 +221,7 @@ impl Running {
     /// Starts `vigil <command>` and waits (10 s at most) for its log line `ready`, which carries
     /// the address it listens on.
     fn spawn(
+        wrapper: &[&str],
         command: &'static str,
         ready: &'static str,
         listen: &str,
@@ -216,10 +231,11 @@ impl Running {
         // Never the working directory's `data/`: tests run in parallel.
         let storage =
             (command == "run" && !extra.contains(&"--storage.path")).then(|| Arc::new(tempfile::tempdir().unwrap()));
-        Running::spawn_with(command, ready, listen, config, extra, storage)
+        Running::spawn_with(wrapper, command, ready, listen, config, extra, storage)
     }
 
     fn spawn_with(
+        wrapper: &[&str],
         command: &'static str,
         ready: &'static str,
         listen: &str,
@@ -231,7 +247,15 @@ impl Running {
         if let Some(dir) = &storage {
             storage_args.extend([std::ffi::OsStr::new("--storage.path"), dir.path().as_os_str()]);
         }
-        let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        let mut child = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(env!("CARGO_BIN_EXE_vigil"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_vigil")),
+        };
+        let mut child = child
             .args([
                 command,
                 "--web.listen-address",

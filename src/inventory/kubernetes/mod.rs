@@ -34,7 +34,7 @@ pub struct Config {
     /// account, then the default kubeconfig (`$KUBECONFIG`, `~/.kube/config`).
     pub kubeconfig: Option<PathBuf>,
     /// How often each watcher lists everything again, to heal events it missed.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::config::values::duration")]
     pub relist_interval: Duration,
     /// Digest of the kubeconfig file's content, set when the config is loaded, so a reload
     /// notices a changed file.
