@@ -18,6 +18,7 @@ pub mod probe;
 pub mod receiver;
 pub mod scheduler;
 pub mod secret;
+pub mod spec;
 pub mod state;
 pub mod status;
 pub mod web;

@@ -230,7 +230,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn check(path: PathBuf, storage_path: &std::path::Path) -> anyhow::Result<ExitCode> {
-    match Config::load(&Source::File(path.clone())) {
+    match Config::check(&Source::File(path.clone())) {
         Ok(mut config) => {
             config.default_state_dir(Some(storage_path));
             if let Some(dir) = config.state_dir.path()
@@ -350,7 +350,7 @@ async fn receiver(
     test_notification: bool,
     limits: &ListenLimits,
 ) -> anyhow::Result<ExitCode> {
-    let config = Config::load(&Source::File(path))?;
+    let config = vigil::config::ReceiverConfig::load(&Source::File(path))?;
     let receiver = vigil::receiver::Receiver::start(&config)?;
     if test_notification {
         return match receiver.test_notification().await {

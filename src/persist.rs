@@ -1,8 +1,11 @@
-//! Small state files that must survive a crash: written to a temporary file, synced, renamed
-//! over the old one (and the folder synced), so a reader finds the old file or the new one.
+//! State that must survive a restart: where it is kept (the `state_dir:` section), and small
+//! state files written to a temporary file, synced, renamed over the old one (and the folder
+//! synced), so a reader finds the old file or the new one.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use crate::spec::{BuildContext, KeyPath, MEMORY, Section, check_writable_dir};
 
 /// Writes `bytes` to `path` atomically.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -36,4 +39,82 @@ pub fn read_json<T: serde::de::DeserializeOwned + Default>(path: &Path) -> Resul
 /// Writes `value` as JSON to `path` atomically.
 pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
     write_atomically(path, &serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?)
+}
+
+/// Where state that must survive a restart is kept: the `state_dir:` section.
+/// (Levels and since when, heartbeats, restart totals, and by default the history store.)
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum StateDir {
+    /// Not set in the config: `vigil run` uses `--storage.path` (default `data/`); a config
+    /// used as a library keeps state in memory.
+    #[default]
+    Unset,
+    /// This folder (created if missing).
+    Dir(PathBuf),
+    /// `state_dir: ":memory:"`: nothing survives a restart.
+    Memory,
+}
+
+impl StateDir {
+    /// The folder, when state is kept on disk.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            StateDir::Dir(dir) => Some(dir),
+            StateDir::Unset | StateDir::Memory => None,
+        }
+    }
+}
+
+impl Section for StateDir {
+    const KEY: &'static str = "state_dir";
+    type Spec = PathBuf;
+
+    fn build(dir: PathBuf, cx: &mut BuildContext, at: &KeyPath) -> Option<Self> {
+        if dir == Path::new(MEMORY) {
+            return Some(StateDir::Memory);
+        }
+        if dir.as_os_str().is_empty() {
+            cx.error(
+                at,
+                format!("must name a folder, or `{MEMORY}` to keep state in memory only"),
+            );
+            return None;
+        }
+        let dir = cx.resolve_path(&dir);
+        if let Some(problem) = state_dir_problem(&dir) {
+            cx.error(at, problem);
+            return None;
+        }
+        Some(StateDir::Dir(dir))
+    }
+}
+
+/// Why `dir` cannot hold vigil's state, if it cannot: a file, an unwritable folder, or a
+/// folder that cannot be created (its nearest existing ancestor is a file).
+pub fn state_dir_problem(dir: &Path) -> Option<String> {
+    match std::fs::metadata(dir) {
+        Ok(meta) if !meta.is_dir() => Some(format!("{} is a file, not a folder", dir.display())),
+        Ok(_) => check_writable_dir(dir)
+            .err()
+            .map(|e| format!("cannot write in {}: {e}", dir.display())),
+        Err(_) => {
+            // Created at start: its nearest existing ancestor must be a writable folder.
+            let ancestor = dir
+                .ancestors()
+                .skip(1)
+                .find(|a| !a.as_os_str().is_empty() && a.exists())
+                .unwrap_or(Path::new("."));
+            if !ancestor.is_dir() {
+                Some(format!(
+                    "cannot create {}: {} is a file",
+                    dir.display(),
+                    ancestor.display()
+                ))
+            } else {
+                check_writable_dir(ancestor)
+                    .err()
+                    .map(|e| format!("cannot create {}: {e}", dir.display()))
+            }
+        }
+    }
 }

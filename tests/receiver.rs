@@ -22,8 +22,8 @@ use vigil::receiver::Receiver;
 
 const TOKEN: &str = "receiver-token-0123456789";
 
-fn config(dir: &std::path::Path, extra: &str) -> vigil::config::Config {
-    common::config(
+fn config(dir: &std::path::Path, extra: &str) -> vigil::config::ReceiverConfig {
+    common::receiver_config(
         &format!(
             "docker: {{enabled: false}}\n\
              probes:\n\
@@ -398,7 +398,7 @@ fn test_notification_from_the_command_line() {
 #[test]
 fn receiver_config_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let errors = vigil::config::Config::parse(
+    let errors = vigil::config::ReceiverConfig::parse(
         "receiver:\n  token: short\n  budget: {max: 0, per: 1h}\n  whatsapp:\n    provider: cloud_api\n    to: ['0170 123']\n    template: t\n",
         dir.path(),
     )

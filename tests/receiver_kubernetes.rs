@@ -85,7 +85,7 @@ fn now_micro() -> String {
 }
 
 async fn start(dir: &std::path::Path, dry_run: bool) -> (std::sync::Arc<Receiver>, Handle) {
-    let config = common::config(
+    let config = common::receiver_config(
         &format!(
             "docker: {{enabled: false}}\n\
              probes:\n  - {{name: gps-ingest, kind: tcp, address: '127.0.0.1:1', remediation: {{kubernetes: {{namespace: gps, deployment: listener}}}}}}\n\

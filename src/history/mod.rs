@@ -4,6 +4,7 @@
 //! start the store is read back, so uptime survives restarts.
 
 pub mod buckets;
+pub mod settings;
 mod store;
 
 use std::collections::HashMap;

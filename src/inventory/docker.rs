@@ -113,11 +113,11 @@ impl Config {
     }
 
     /// Checks what serde cannot.
-    pub(crate) fn validate(&self, ctx: &mut crate::config::BuildContext, path: &str) {
+    fn validate(&self, ctx: &mut crate::spec::BuildContext, path: &str) {
         let address = self.address();
         if !(address.starts_with("unix://") || address.starts_with("tcp://") || address.starts_with("http://")) {
             ctx.error(
-                &format!("{path}.host"),
+                format!("{path}.host"),
                 format!("`{address}` is not unix://PATH, tcp://HOST:PORT or http://HOST:PORT"),
             );
         }
@@ -126,11 +126,31 @@ impl Config {
             .as_deref()
             .is_some_and(|l| l.is_empty() || l.starts_with('='))
         {
-            ctx.error(&format!("{path}.select_label"), "expected `key` or `key=value`");
+            ctx.error(format!("{path}.select_label"), "expected `key` or `key=value`");
         }
         if self.relist_interval < Duration::from_secs(1) {
-            ctx.error(&format!("{path}.relist_interval"), "must be at least 1s");
+            ctx.error(format!("{path}.relist_interval"), "must be at least 1s");
         }
+        if self.relist_interval > crate::spec::values::MAX_DURATION {
+            ctx.error(
+                format!("{path}.relist_interval"),
+                format!(
+                    "must be at most {}d",
+                    crate::spec::values::MAX_DURATION.as_secs() / 86_400
+                ),
+            );
+        }
+    }
+}
+
+impl crate::spec::Section for Config {
+    const KEY: &'static str = "docker";
+    type Spec = Config;
+
+    fn build(config: Config, cx: &mut crate::spec::BuildContext, at: &crate::spec::KeyPath) -> Option<Self> {
+        let before = cx.error_count();
+        config.validate(cx, at.as_str());
+        (cx.error_count() == before).then_some(config)
     }
 }
 

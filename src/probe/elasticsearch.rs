@@ -20,8 +20,8 @@ use super::http::{self as http_kind, BasicAuth, Outgoing, Response, Transport};
 use super::net::IpProtocol;
 use super::tls::{self, TlsSpec};
 use super::{Built, CheckContext, Checked, Failure, Observations, Reason, Role};
-use crate::config::BuildContext;
 use crate::secret::SecretSource;
+use crate::spec::BuildContext;
 
 /// Config of an `elasticsearch` probe.
 #[derive(Debug, Deserialize)]
@@ -54,13 +54,13 @@ pub struct Spec {
     #[serde(default)]
     pub ip_protocol: IpProtocol,
     /// Older than this: DOWN.
-    #[serde(default, with = "crate::config::values::duration")]
+    #[serde(default, with = "crate::spec::values::duration")]
     pub max_age: Option<Duration>,
     /// Older than this: DEGRADED.
-    #[serde(default, with = "crate::config::values::duration")]
+    #[serde(default, with = "crate::spec::values::duration")]
     pub warn_age: Option<Duration>,
     /// Largest response read (default 1MiB).
-    pub body_size_limit: Option<crate::config::values::ByteSize>,
+    pub body_size_limit: Option<crate::spec::values::ByteSize>,
 }
 
 fn default_field() -> String {
@@ -121,37 +121,37 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) 
     }
     if spec.index.is_empty() || spec.index.contains(['/', ' ', '?', '#']) {
         ctx.error(
-            &key("index"),
+            key("index"),
             format!("`{}` is not an index name or pattern", spec.index),
         );
     }
     if spec.data_stream && spec.query.is_some() {
         ctx.error(
-            &key("query"),
+            key("query"),
             "a data stream's maximum_timestamp cannot be filtered; remove `query` or `data_stream`",
         );
     }
     if let Some(query) = &spec.query
         && !query.is_object()
     {
-        ctx.error(&key("query"), "must be a Query DSL object, e.g. {term: {device: gw-7}}");
+        ctx.error(key("query"), "must be a Query DSL object, e.g. {term: {device: gw-7}}");
     }
     let mut headers = vec![(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))];
     match (&spec.basic_auth, &spec.api_key) {
-        (Some(_), Some(_)) => ctx.error(&key("api_key"), "set either basic_auth or api_key, not both"),
+        (Some(_), Some(_)) => ctx.error(key("api_key"), "set either basic_auth or api_key, not both"),
         (Some(auth), None) => {
             if let Some(value) = http_kind::basic_auth_header(auth, ctx, &key("basic_auth.password")) {
                 headers.push((header::AUTHORIZATION, value));
             }
         }
         (None, Some(source)) => {
-            if let Some(secret) = ctx.secret(&key("api_key"), source) {
+            if let Some(secret) = ctx.secret(key("api_key"), source) {
                 match HeaderValue::from_str(&format!("ApiKey {}", secret.expose())) {
                     Ok(mut value) => {
                         value.set_sensitive(true);
                         headers.push((header::AUTHORIZATION, value));
                     }
-                    Err(_) => ctx.error(&key("api_key"), "the API key holds characters a header cannot carry"),
+                    Err(_) => ctx.error(key("api_key"), "the API key holds characters a header cannot carry"),
                 }
             }
         }

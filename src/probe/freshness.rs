@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use super::{Checked, Level, Observations, Reason};
-use crate::config::BuildContext;
+use crate::spec::BuildContext;
 
 /// How old the newest record may be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -27,14 +27,14 @@ pub(crate) fn thresholds(
         return None;
     };
     if max_age.is_zero() {
-        ctx.error(&format!("{path}.max_age"), "must be greater than 0");
+        ctx.error(format!("{path}.max_age"), "must be greater than 0");
         return None;
     }
     if let Some(warn) = warn_age
         && warn >= max_age
     {
         ctx.error(
-            &format!("{path}.warn_age"),
+            format!("{path}.warn_age"),
             format!(
                 "warn_age ({}) must be below max_age ({})",
                 humantime::format_duration(warn),

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use super::freshness::{self, Thresholds};
 use super::{Built, CheckContext, Checked, Observations, Reason, Role};
-use crate::config::BuildContext;
 use crate::secret::{Secret, SecretSource};
+use crate::spec::BuildContext;
 
 /// Config of a `heartbeat` probe.
 #[derive(Debug, Deserialize)]
@@ -26,10 +26,10 @@ pub struct Spec {
     /// File holding the token (same as `token: {file: PATH}`).
     pub token_file: Option<PathBuf>,
     /// Older than this: DOWN.
-    #[serde(default, with = "crate::config::values::duration")]
+    #[serde(default, with = "crate::spec::values::duration")]
     pub max_age: Option<Duration>,
     /// Older than this: DEGRADED.
-    #[serde(default, with = "crate::config::values::duration")]
+    #[serde(default, with = "crate::spec::values::duration")]
     pub warn_age: Option<Duration>,
 }
 
@@ -57,16 +57,10 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) 
         return None;
     }
     let token = match (&spec.token, &spec.token_file) {
-        (Some(source), None) => ctx.secret(&format!("{path}.token"), source),
-        (None, Some(file)) => ctx.secret(
-            &format!("{path}.token_file"),
-            &SecretSource::File { file: file.clone() },
-        ),
+        (Some(source), None) => ctx.secret(format!("{path}.token"), source),
+        (None, Some(file)) => ctx.secret(format!("{path}.token_file"), &SecretSource::File { file: file.clone() }),
         (Some(_), Some(_)) => {
-            ctx.error(
-                &format!("{path}.token_file"),
-                "set either token or token_file, not both",
-            );
+            ctx.error(format!("{path}.token_file"), "set either token or token_file, not both");
             None
         }
         (None, None) => {
@@ -85,7 +79,7 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) 
             "token"
         };
         ctx.error(
-            &format!("{path}.{written}"),
+            format!("{path}.{written}"),
             "the token must be at least 16 characters long",
         );
     }

@@ -19,9 +19,9 @@ use url::Url;
 use super::net::{self, IpProtocol};
 use super::tls::{self, TlsSpec};
 use super::{Built, CheckContext, Checked, Failure, Level, Observations, Phases, Reason, Role};
-use crate::config::BuildContext;
-use crate::config::values::{ByteSize, OneOrMany, Pattern, StatusRange};
 use crate::secret::{SecretNames, SecretSource};
+use crate::spec::BuildContext;
+use crate::spec::values::{ByteSize, OneOrMany, Pattern, StatusRange};
 
 /// Config of an `http` probe.
 #[derive(Debug, Deserialize)]
@@ -315,11 +315,11 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) 
         (Role::Scheduled, None) => ctx.error(path, "missing key `url`"),
         (Role::Scheduled, Some(url)) => {
             if let Err(e) = parse_target(url, ctx.secret_names()) {
-                ctx.error(&key("url"), e);
+                ctx.error(key("url"), e);
             }
         }
         (Role::Module, Some(_)) => ctx.error(
-            &key("url"),
+            key("url"),
             "a /probe module takes its target from the request; remove `url`",
         ),
         (Role::Module, None) => {}
@@ -327,7 +327,7 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) 
     let method = match Method::from_bytes(spec.method.to_ascii_uppercase().as_bytes()) {
         Ok(m) => m,
         Err(_) => {
-            ctx.error(&key("method"), format!("`{}` is not an HTTP method", spec.method));
+            ctx.error(key("method"), format!("`{}` is not an HTTP method", spec.method));
             Method::GET
         }
     };
@@ -361,26 +361,26 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) 
     }
     if let Some(source) = &spec.bearer_token {
         if spec.basic_auth.is_some() {
-            ctx.error(&key("bearer_token"), "set either basic_auth or bearer_token, not both");
+            ctx.error(key("bearer_token"), "set either basic_auth or bearer_token, not both");
         }
-        if let Some(token) = ctx.secret(&key("bearer_token"), source) {
+        if let Some(token) = ctx.secret(key("bearer_token"), source) {
             match HeaderValue::from_str(&format!("Bearer {}", token.expose())) {
                 Ok(mut value) => {
                     value.set_sensitive(true);
                     headers.push((header::AUTHORIZATION, value));
                 }
-                Err(_) => ctx.error(&key("bearer_token"), "the token holds characters a header cannot carry"),
+                Err(_) => ctx.error(key("bearer_token"), "the token holds characters a header cannot carry"),
             }
         }
     }
     let body = match (&spec.body, &spec.body_file) {
         (Some(_), Some(_)) => {
-            ctx.error(&key("body_file"), "set either body or body_file, not both");
+            ctx.error(key("body_file"), "set either body or body_file, not both");
             Bytes::new()
         }
         (Some(body), None) => Bytes::from(body.clone()),
         (None, Some(file)) => ctx
-            .read_file(&key("body_file"), file)
+            .read_file(key("body_file"), file)
             .map(Bytes::from)
             .unwrap_or_default(),
         (None, None) => Bytes::new(),
@@ -391,7 +391,7 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) 
             match HeaderName::from_bytes(pattern.header.as_bytes()) {
                 Ok(name) => out.push((name, pattern)),
                 Err(_) => ctx.error(
-                    &format!("{path}.{field}.{i}.header"),
+                    format!("{path}.{field}.{i}.header"),
                     format!("`{}` is not a valid header name", pattern.header),
                 ),
             }
@@ -423,16 +423,13 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) 
                 steps,
                 condition,
             }),
-            Err(e) => ctx.error(&format!("{jkey}.path"), e),
+            Err(e) => ctx.error(format!("{jkey}.path"), e),
         }
     }
     if spec.max_redirects == 0 && spec.follow_redirects {
-        ctx.error(
-            &key("max_redirects"),
-            "must be at least 1 when follow_redirects is true",
-        );
+        ctx.error(key("max_redirects"), "must be at least 1 when follow_redirects is true");
     } else if spec.max_redirects > MAX_REDIRECTS {
-        ctx.error(&key("max_redirects"), format!("must be at most {MAX_REDIRECTS}"));
+        ctx.error(key("max_redirects"), format!("must be at most {MAX_REDIRECTS}"));
     }
     check_body_limit(spec.body_size_limit.0, ctx, &key("body_size_limit"));
     let tls = tls::client_config(&spec.tls_config, &[b"http/1.1"], ctx, &key("tls_config"))?;

@@ -18,7 +18,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::config::BuildContext;
+use crate::spec::BuildContext;
 pub use freshness::Thresholds;
 
 /// The level a probe run ends in.

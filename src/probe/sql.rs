@@ -18,8 +18,8 @@ use tokio::sync::{Mutex, OwnedSemaphorePermit};
 use super::freshness::{self, Thresholds};
 use super::net::Sockets;
 use super::{Built, CheckContext, Checked, Failure, Observations, Reason, Role};
-use crate::config::BuildContext;
 use crate::secret::{Secret, SecretSource};
+use crate::spec::BuildContext;
 
 /// Config of an `sql` probe.
 #[derive(Debug, Deserialize)]
@@ -34,13 +34,13 @@ pub struct Spec {
     /// A query returning one row with one timestamp (or NULL: no data yet).
     pub query: String,
     /// Longest a statement may run on the server (default: the probe's timeout).
-    #[serde(default, with = "crate::config::values::duration")]
+    #[serde(default, with = "crate::spec::values::duration")]
     pub statement_timeout: Option<Duration>,
     /// Older than this: DOWN.
-    #[serde(default, with = "crate::config::values::duration")]
+    #[serde(default, with = "crate::spec::values::duration")]
     pub max_age: Option<Duration>,
     /// Older than this: DEGRADED.
-    #[serde(default, with = "crate::config::values::duration")]
+    #[serde(default, with = "crate::spec::values::duration")]
     pub warn_age: Option<Duration>,
 }
 
@@ -104,7 +104,7 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) 
         return None;
     }
     let (dsn_key, dsn) = match (&spec.dsn, &spec.dsn_file, &spec.dsn_env) {
-        (Some(source), None, None) => (format!("{path}.dsn"), ctx.secret(&format!("{path}.dsn"), source)),
+        (Some(source), None, None) => (format!("{path}.dsn"), ctx.secret(format!("{path}.dsn"), source)),
         (None, Some(file), None) => {
             let key = format!("{path}.dsn_file");
             let secret = ctx.secret(&key, &SecretSource::File { file: file.clone() });
@@ -130,7 +130,7 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) 
         }
     };
     if spec.query.trim().is_empty() {
-        ctx.error(&format!("{path}.query"), "must not be empty");
+        ctx.error(format!("{path}.query"), "must not be empty");
     }
     let thresholds = freshness::thresholds(spec.max_age, spec.warn_age, ctx, path);
     let dsn = dsn?;

@@ -9,8 +9,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::net::{self, IpProtocol};
 use super::tls::{self, TlsSpec};
 use super::{Built, CheckContext, Checked, Failure, Observations, Phases, Reason, Role};
-use crate::config::BuildContext;
-use crate::config::values::Pattern;
+use crate::spec::BuildContext;
+use crate::spec::values::Pattern;
 
 /// Config of a `tcp` probe.
 #[derive(Debug, Deserialize)]
@@ -81,17 +81,17 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) 
         (Role::Scheduled, None) => ctx.error(path, "missing key `address`"),
         (Role::Scheduled, Some(address)) => {
             if let Err(e) = split_address(address) {
-                ctx.error(&format!("{path}.address"), e);
+                ctx.error(format!("{path}.address"), e);
             }
         }
         (Role::Module, Some(_)) => ctx.error(
-            &format!("{path}.address"),
+            format!("{path}.address"),
             "a /probe module takes its target from the request; remove `address`",
         ),
         (Role::Module, None) => {}
     }
     if !spec.tls && spec.tls_config != TlsSpec::default() {
-        ctx.error(&format!("{path}.tls_config"), "tls_config is set but tls is false");
+        ctx.error(format!("{path}.tls_config"), "tls_config is set but tls is false");
     }
     let tls = if spec.tls {
         Some(tls::client_config(

@@ -16,7 +16,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use super::{Failure, Reason};
-use crate::config::BuildContext;
+use crate::spec::BuildContext;
 
 /// TLS settings of a probe (`tls_config:`).
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -144,11 +144,11 @@ pub fn client_config(spec: &TlsSpec, alpn: &[&[u8]], ctx: &mut BuildContext, pat
             }
         }
         (Some(_), None) => {
-            ctx.error(&format!("{path}.key_file"), "cert_file needs key_file");
+            ctx.error(format!("{path}.key_file"), "cert_file needs key_file");
             return None;
         }
         (None, Some(_)) => {
-            ctx.error(&format!("{path}.cert_file"), "key_file needs cert_file");
+            ctx.error(format!("{path}.cert_file"), "key_file needs cert_file");
             return None;
         }
     };

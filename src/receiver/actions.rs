@@ -39,7 +39,7 @@ pub struct LeaseSettings {
     #[serde(default = "default_lease_name")]
     pub name: String,
     /// How long a holder keeps the Lease without renewing it (default 30s).
-    #[serde(default = "default_lease_duration", with = "crate::config::values::duration")]
+    #[serde(default = "default_lease_duration", with = "crate::spec::values::duration")]
     pub duration: Duration,
     /// This replica's identity (default: `POD_NAME`, then `HOSTNAME`).
     pub identity: Option<String>,

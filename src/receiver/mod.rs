@@ -9,6 +9,7 @@ pub mod actions;
 pub mod payload;
 pub mod policy;
 pub mod relay;
+pub mod remediation;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -28,8 +29,9 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::config::{BuildContext, Config};
+use crate::config::ReceiverConfig;
 use crate::secret::{Secret, SecretSource};
+use crate::spec::BuildContext;
 use payload::{Alert, Payload};
 use policy::{Budget, Decision, Guards, History, Suppressed, Target, alert_key, decide};
 
@@ -49,7 +51,7 @@ pub struct Spec {
     /// JSON-lines audit log of every decision (default: the logs only).
     pub audit_log: Option<PathBuf>,
     /// No second action on a target within this (default 30m).
-    #[serde(default = "default_cooldown", with = "crate::config::values::duration")]
+    #[serde(default = "default_cooldown", with = "crate::spec::values::duration")]
     pub cooldown: Duration,
     /// Actions per target per window (default 3 per 1h).
     #[serde(default = "default_budget")]
@@ -58,7 +60,7 @@ pub struct Spec {
     #[serde(default = "default_global_budget")]
     pub global_budget: Budget,
     /// Wait before acting; a resolved alert in the meantime cancels (default 0s).
-    #[serde(default, with = "crate::config::values::duration")]
+    #[serde(default, with = "crate::spec::values::duration")]
     pub delay: Duration,
     /// Kubernetes: do not restart when fewer than this share of replicas is available (default 0.5).
     #[serde(default = "default_ratio")]
@@ -108,13 +110,27 @@ pub struct Settings {
     relay: Option<relay::Relay>,
 }
 
-pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str) -> Option<Settings> {
+/// `receiver:` in the config. Only `vigil receiver` (and `vigil check`) build it, reading its
+/// token; `vigil run` only decodes it, so the exporter never opens the receiver's secrets.
+#[derive(Clone, Debug, Default)]
+pub struct ReceiverSection(pub Option<Arc<Settings>>);
+
+impl crate::spec::Section for ReceiverSection {
+    const KEY: &'static str = "receiver";
+    type Spec = Spec;
+
+    fn build(spec: Spec, cx: &mut BuildContext, at: &crate::spec::KeyPath) -> Option<Self> {
+        build(spec, cx, at.as_str()).map(|settings| ReceiverSection(Some(Arc::new(settings))))
+    }
+}
+
+fn build(spec: Spec, ctx: &mut BuildContext, path: &str) -> Option<Settings> {
     let key = |k: &str| format!("{path}.{k}");
     let token = match (&spec.token, &spec.token_file) {
-        (Some(s), None) => ctx.secret(&key("token"), s),
-        (None, Some(file)) => ctx.secret(&key("token_file"), &SecretSource::File { file: file.clone() }),
+        (Some(s), None) => ctx.secret(key("token"), s),
+        (None, Some(file)) => ctx.secret(key("token_file"), &SecretSource::File { file: file.clone() }),
         (Some(_), Some(_)) => {
-            ctx.error(&key("token_file"), "set either token or token_file, not both");
+            ctx.error(key("token_file"), "set either token or token_file, not both");
             None
         }
         (None, None) => {
@@ -132,7 +148,7 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str) -> Option<Se
         } else {
             "token"
         };
-        ctx.error(&key(written), "the token must be at least 16 characters long");
+        ctx.error(key(written), "the token must be at least 16 characters long");
     }
     if spec.state_file.is_none() {
         ctx.error(
@@ -142,16 +158,16 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str) -> Option<Se
     }
     for (name, budget) in [("budget", spec.budget), ("global_budget", spec.global_budget)] {
         if budget.max == 0 || budget.per.is_zero() {
-            ctx.error(&key(name), "max and per must be greater than 0");
+            ctx.error(key(name), "max and per must be greater than 0");
         }
     }
     if let Some(lease) = &spec.kubernetes.leader_election
         && lease.duration < Duration::from_secs(5)
     {
-        ctx.error(&key("kubernetes.leader_election.duration"), "must be at least 5s");
+        ctx.error(key("kubernetes.leader_election.duration"), "must be at least 5s");
     }
     if !(0.0..=1.0).contains(&spec.min_available_ratio) {
-        ctx.error(&key("min_available_ratio"), "must be between 0 and 1");
+        ctx.error(key("min_available_ratio"), "must be between 0 and 1");
     }
     let relay = match spec.whatsapp {
         Some(w) => Some(relay::build(w, ctx, &key("whatsapp"))?),
@@ -175,13 +191,10 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str) -> Option<Se
 }
 
 /// The targets the config declares: by probe name, and by Docker container name.
-fn targets(config: &Config) -> (HashMap<String, Target>, HashMap<String, Target>) {
+fn targets(config: &ReceiverConfig) -> (HashMap<String, Target>, HashMap<String, Target>) {
     let mut by_probe = HashMap::new();
     let mut by_container = HashMap::new();
-    for probe in &config.probes {
-        let Some(remediation) = &probe.remediation else {
-            continue;
-        };
+    for (probe, remediation) in &config.remediations {
         let target = if let Some(d) = &remediation.docker {
             let t = Target::Docker {
                 container: d.container.clone(),
@@ -203,7 +216,7 @@ fn targets(config: &Config) -> (HashMap<String, Target>, HashMap<String, Target>
         } else {
             continue;
         };
-        by_probe.insert(probe.name.clone(), target);
+        by_probe.insert(probe.clone(), target);
     }
     (by_probe, by_container)
 }
@@ -243,13 +256,13 @@ impl std::fmt::Debug for Receiver {
 impl Receiver {
     /// Starts the receiver for `config` (which must have a `receiver:` section): reads its state
     /// file and spawns the worker that acts on deliveries. Must run inside a Tokio runtime.
-    pub fn start(config: &Config) -> crate::Result<Arc<Receiver>> {
+    pub fn start(config: &ReceiverConfig) -> crate::Result<Arc<Receiver>> {
         Self::start_with(config, None)
     }
 
     /// [`Receiver::start`] with a given Kubernetes client (tests use a mock API server).
-    pub fn start_with(config: &Config, kube: Option<kube::Client>) -> crate::Result<Arc<Receiver>> {
-        let settings = config.receiver.clone().ok_or_else(|| {
+    pub fn start_with(config: &ReceiverConfig, kube: Option<kube::Client>) -> crate::Result<Arc<Receiver>> {
+        let settings = config.receiver.0.clone().ok_or_else(|| {
             crate::Error::State(format!(
                 "{}: no `receiver:` section; vigil receiver needs one",
                 config.source

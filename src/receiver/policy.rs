@@ -52,7 +52,7 @@ pub struct Budget {
     /// How many.
     pub max: u32,
     /// In what window.
-    #[serde(with = "crate::config::values::duration")]
+    #[serde(with = "crate::spec::values::duration")]
     pub per: Duration,
 }
 

@@ -13,12 +13,12 @@ use serde::Deserialize;
 use url::Url;
 
 use super::payload::{Payload, Status};
-use crate::config::BuildContext;
 use crate::probe::http::{Outgoing, Transport, fetch};
 use crate::probe::net::{IpProtocol, Sockets};
 use crate::probe::tls::{self, TlsSpec};
 use crate::probe::{Observations, Reason};
 use crate::secret::{Secret, SecretSource};
+use crate::spec::BuildContext;
 
 /// `receiver.whatsapp:` in the config.
 #[derive(Debug, Deserialize)]
@@ -37,7 +37,7 @@ pub struct Spec {
     #[serde(default = "default_receiver")]
     pub receiver: String,
     /// At most one message per alert group within this (default 15m); resolved notices always go.
-    #[serde(default = "default_min_interval", with = "crate::config::values::duration")]
+    #[serde(default = "default_min_interval", with = "crate::spec::values::duration")]
     pub min_interval: Duration,
     /// DOWN runs in a row a probe must have (the alert's `consecutive_failures` annotation,
     /// which vigil's rules fill in) before a message goes (default 1). Alerts without the
@@ -48,7 +48,7 @@ pub struct Spec {
     #[serde(default = "three")]
     pub retries: u32,
     /// First pause between retries, doubling (default 1s; a `Retry-After` header wins, up to 60s).
-    #[serde(default = "default_backoff", with = "crate::config::values::duration")]
+    #[serde(default = "default_backoff", with = "crate::spec::values::duration")]
     pub retry_backoff: Duration,
     /// Cloud API: the sending phone number's id.
     pub phone_number_id: Option<String>,
@@ -127,13 +127,13 @@ pub struct Relay {
 pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str) -> Option<Relay> {
     let key = |k: &str| format!("{path}.{k}");
     if spec.to.is_empty() {
-        ctx.error(&key("to"), "list at least one phone number");
+        ctx.error(key("to"), "list at least one phone number");
     }
     for (i, phone) in spec.to.iter().enumerate() {
         let digits = phone.strip_prefix('+').unwrap_or("");
         if !(8..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
             ctx.error(
-                &format!("{path}.to.{i}"),
+                format!("{path}.to.{i}"),
                 format!("`{phone}` is not a phone number in E.164 form (+491701234567)"),
             );
         }
@@ -141,7 +141,7 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str) -> Option<Re
     let (secret, sender, default_base, prefix) = match spec.provider {
         Provider::CloudApi => {
             let token = match &spec.access_token {
-                Some(s) => ctx.secret(&key("access_token"), s),
+                Some(s) => ctx.secret(key("access_token"), s),
                 None => {
                     ctx.error(path, "missing key `access_token` (provider cloud_api)");
                     None
@@ -159,7 +159,7 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str) -> Option<Re
         }
         Provider::Messagebird => {
             let access_key = match &spec.access_key {
-                Some(s) => ctx.secret(&key("access_key"), s),
+                Some(s) => ctx.secret(key("access_key"), s),
                 None => {
                     ctx.error(path, "missing key `access_key` (provider messagebird)");
                     None
@@ -184,7 +184,7 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str) -> Option<Re
     let url = match crate::probe::http::parse_http_url(&url, ctx.secret_names()) {
         Ok(u) => u,
         Err(e) => {
-            ctx.error(&key("base_url"), e);
+            ctx.error(key("base_url"), e);
             return None;
         }
     };

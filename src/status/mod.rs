@@ -2,6 +2,7 @@
 //! show, built from the probes' state and history. Hidden probes are left out here, once.
 
 pub mod report;
+pub mod settings;
 
 use std::collections::BTreeMap;
 use std::sync::Weak;

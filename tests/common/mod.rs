@@ -102,6 +102,14 @@ pub fn config(text: &str, dir: &Path) -> Config {
     }
 }
 
+/// What `vigil receiver` reads of a config given as inline YAML.
+pub fn receiver_config(text: &str, dir: &Path) -> vigil::config::ReceiverConfig {
+    match vigil::config::ReceiverConfig::parse(text, dir) {
+        Ok(config) => config,
+        Err(e) => panic!("receiver config should be valid:\n{e}\n---\n{text}"),
+    }
+}
+
 /// Runs the probe named `name` once, as the scheduler would.
 pub async fn run(config: &Config, name: &str) -> Outcome {
     let def = config

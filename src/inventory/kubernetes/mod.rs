@@ -12,12 +12,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use figment::value::Value;
 use serde::Deserialize;
 use tokio::task::JoinHandle;
 use tracing::info;
 
-use crate::config::BuildContext;
+use crate::spec::BuildContext;
 pub use collector::KubeCollector;
 use snapshot::Snapshot;
 use watch::ClientSource;
@@ -34,7 +33,7 @@ pub struct Config {
     /// account, then the default kubeconfig (`$KUBECONFIG`, `~/.kube/config`).
     pub kubeconfig: Option<PathBuf>,
     /// How often each watcher lists everything again, to heal events it missed.
-    #[serde(with = "crate::config::values::duration")]
+    #[serde(with = "crate::spec::values::duration")]
     pub relist_interval: Duration,
     /// Digest of the kubeconfig file's content, set when the config is loaded, so a reload
     /// notices a changed file.
@@ -68,10 +67,18 @@ fn valid_namespace(name: &str) -> bool {
         && bytes.iter().all(|b| alnum(b) || *b == b'-')
 }
 
+impl crate::spec::Section for Config {
+    const KEY: &'static str = "kubernetes";
+    type Spec = Config;
+
+    fn build(config: Config, cx: &mut BuildContext, at: &crate::spec::KeyPath) -> Option<Self> {
+        Config::validate(config, cx, at.as_str())
+    }
+}
+
 impl Config {
-    /// Decodes and validates the `kubernetes:` value found at `path`; errors go to `ctx`.
-    pub fn build(ctx: &mut BuildContext, path: &str, value: &Value) -> Option<Config> {
-        let mut config: Config = ctx.deserialize(value, path)?;
+    /// Validates the decoded `kubernetes:` section found at `path`; errors go to `ctx`.
+    fn validate(mut config: Config, ctx: &mut BuildContext, path: &str) -> Option<Config> {
         let mut valid = true;
         for (i, ns) in config.namespaces.iter().enumerate() {
             let at = format!("{path}.namespaces.{i}");
@@ -89,7 +96,7 @@ impl Config {
         if config.relist_interval < MIN_RELIST {
             valid = false;
             ctx.error(
-                &format!("{path}.relist_interval"),
+                format!("{path}.relist_interval"),
                 format!(
                     "must be at least {} (each relist reads every watched object)",
                     humantime::format_duration(MIN_RELIST)

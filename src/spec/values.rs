@@ -225,7 +225,7 @@ impl<'de> Deserialize<'de> for ByteSize {
 /// next run, a deadline, a cooldown's end) stays representable.
 pub const MAX_DURATION: Duration = Duration::from_secs(3650 * 86_400);
 
-/// `#[serde(with = "crate::config::values::duration")]`: a humantime duration (`30s`, `5m`,
+/// `#[serde(with = "crate::spec::values::duration")]`: a humantime duration (`30s`, `5m`,
 /// `26h`), or an `Option` of one, of at most [`MAX_DURATION`].
 pub mod duration {
     use std::time::Duration;
