@@ -1,11 +1,12 @@
-//! The running exporter: the current config, the scheduler, the state and the registry, the
-//! history and the live feed, and the one operation that changes them at run time, a reload.
+//! The running exporter, in two parts (as kube-rs controllers keep their State apart from the
+//! Context that can act): a [`View`] of what runs (the config in force, the probes' state and
+//! history, the live feed, the inventories, the registry) that web handlers and status code
+//! read and cannot change, and the [`Control`] that alone starts, reloads and stops it.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use prometheus_client::registry::Registry;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, ConfigErrors};
@@ -14,34 +15,34 @@ use crate::inventory::docker::{self, DockerCollector};
 use crate::inventory::kubernetes;
 use crate::live;
 use crate::metrics::{self, ReloadMetrics};
-use crate::probe::heartbeat::Beats;
 use crate::probe::net::Sockets;
 use crate::probe::{CheckContext, Kind};
 use crate::scheduler::{Applied, Scheduler, Shard, Sinks};
 use crate::state::State;
+pub use crate::view::{View, context_for};
 
-/// Everything the web handlers and signal handlers share.
-pub struct App {
-    /// Per-probe state.
-    pub state: Arc<State>,
-    /// Metrics registry (probe collector included).
-    pub registry: Registry,
-    /// State the probes read (pushed heartbeats).
-    pub context: CheckContext,
-    /// Uptime and latency history.
-    pub history: Arc<History>,
-    /// Announces every recorded run (the status page's live updates).
-    pub live: broadcast::Sender<live::Event>,
-    /// Containers, kept across reloads so restart totals keep counting.
-    pub docker: Arc<docker::Inventory>,
+/// The running exporter: its [`View`], and what changes what runs (the scheduler, the
+/// watchers, reloads and shutdown). Dereferences to its view.
+pub struct Control {
+    view: Arc<View>,
     docker_watcher: Mutex<Option<docker::Watcher>>,
     kubernetes: kubernetes::Inventory,
     reload_metrics: ReloadMetrics,
-    config: RwLock<Arc<Config>>,
     scheduler: Scheduler,
     reloading: Mutex<()>,
     stopping: watch::Sender<bool>,
     storage_path: Option<PathBuf>,
+}
+
+/// The running exporter, as `vigil run` and the tests start it.
+pub type App = Control;
+
+impl std::ops::Deref for Control {
+    type Target = View;
+
+    fn deref(&self) -> &View {
+        &self.view
+    }
 }
 
 /// How `vigil run` starts the exporter beyond its config.
@@ -58,7 +59,7 @@ pub struct Options {
     pub sockets: Sockets,
 }
 
-impl App {
+impl Control {
     /// Starts the probes and watchers of `config` and opens its history store (in the
     /// background: see [`App::ready`]). Must run inside a Tokio runtime. Fails only when the
     /// state kept in `state_dir` cannot be read. The probes' sockets are not limited: see
@@ -114,35 +115,40 @@ impl App {
         let applied = scheduler.apply(&config);
         forget_removed_heartbeats(&context, &config);
         info!(source = %config.source, probes = applied.started, modules = config.modules.len(), "config loaded");
-        let app = Arc::new(App {
+        let (stopping, stopping_rx) = watch::channel(false);
+        let view = Arc::new(View {
             state,
             registry,
             context,
             history,
-            live,
             docker,
+            live,
+            config: RwLock::new(Arc::new(config)),
+            stopping: stopping_rx,
+        });
+        let app = Arc::new(Control {
+            view,
             docker_watcher: Mutex::new(docker_watcher),
             kubernetes,
             reload_metrics,
-            config: RwLock::new(Arc::new(config)),
             scheduler,
             reloading: Mutex::new(()),
-            stopping: watch::channel(false).0,
+            stopping,
             storage_path,
         });
-        tokio::spawn(crate::status::log_summaries(Arc::downgrade(&app)));
+        tokio::spawn(crate::status::log_summaries(Arc::downgrade(&app.view)));
         Ok(app)
+    }
+
+    /// What the web handlers read.
+    pub fn view(&self) -> Arc<View> {
+        self.view.clone()
     }
 
     /// Waits until the history store is open and read back; an error says why it is not
     /// (history is then kept in memory only).
     pub async fn ready(&self) -> Result<(), String> {
         self.history.ready().await
-    }
-
-    /// The config in force.
-    pub fn config(&self) -> Arc<Config> {
-        self.config.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Reads the config again from where it came from. An invalid config changes nothing but
@@ -181,7 +187,7 @@ impl App {
                 }
                 // Restarts the watchers only when the section changed; totals are kept.
                 self.kubernetes.apply(&config.kubernetes);
-                *self.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(config);
+                *self.view.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(config);
                 self.reload_metrics.record(true);
                 info!(
                     started = applied.started,
@@ -204,11 +210,6 @@ impl App {
     /// not wait for them.
     pub fn begin_shutdown(&self) {
         self.stopping.send_replace(true);
-    }
-
-    /// Becomes true when the process is stopping.
-    pub fn stopping(&self) -> watch::Receiver<bool> {
-        self.stopping.subscribe()
     }
 
     /// Stops every probe and watcher.
@@ -261,22 +262,6 @@ fn catch_panic<T>(work: impl FnOnce() -> T) -> Result<T, String> {
             .map(|s| s.to_string())
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "a panic without a message".to_string())
-    })
-}
-
-/// The context probes run with: heartbeats kept in `state_dir`, or in memory.
-pub fn context_for(config: &Config) -> crate::Result<CheckContext> {
-    let file = config.state_dir.path().map(|dir| dir.join("heartbeats.json"));
-    if let Some(dir) = config.state_dir.path() {
-        std::fs::create_dir_all(dir).map_err(|source| crate::Error::Io {
-            context: format!("creating state_dir {}", dir.display()),
-            source,
-        })?;
-    }
-    let heartbeats = Beats::open(file).map_err(crate::Error::State)?;
-    Ok(CheckContext {
-        heartbeats: Arc::new(heartbeats),
-        sockets: Sockets::unlimited(),
     })
 }
 

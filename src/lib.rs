@@ -21,6 +21,7 @@ pub mod secret;
 pub mod spec;
 pub mod state;
 pub mod status;
+pub mod view;
 pub mod web;
 
 /// Errors that cross module boundaries.

@@ -11,12 +11,12 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
-use crate::app::App;
 use crate::config::{Config, ProbeDef};
 use crate::history::buckets::{Counts, HOUR_MS, Window};
 use crate::history::{ProbeHistory, from_unix_ms, unix_ms};
 use crate::probe::Level;
 use crate::state::lock;
+use crate::view::View;
 
 /// Days in the uptime bar.
 pub const BAR_DAYS: usize = 90;
@@ -279,7 +279,7 @@ pub fn find<'a>(config: &'a Config, name: &str) -> Option<&'a ProbeDef> {
 }
 
 /// One probe's status at `now`; `None` if this process does not run it (another shard does).
-pub fn probe_status(app: &App, def: &ProbeDef, now: SystemTime) -> Option<ProbeStatus> {
+pub fn probe_status(app: &View, def: &ProbeDef, now: SystemTime) -> Option<ProbeStatus> {
     let handle = app.state.get(&def.name)?;
     let history = app.history.probe(&def.name);
     let state = lock(&handle);
@@ -329,7 +329,7 @@ fn build(def: &ProbeDef, state: &crate::state::ProbeState, history: &ProbeHistor
 }
 
 /// Every visible probe this process runs, grouped by `status_page.group_by`.
-pub fn snapshot(app: &App, now: SystemTime) -> Status {
+pub fn snapshot(app: &View, now: SystemTime) -> Status {
     let config = app.config();
     let page = &config.status_page;
     let mut groups: Vec<Group> = Vec::new();
@@ -384,7 +384,7 @@ pub fn snapshot(app: &App, now: SystemTime) -> Status {
 }
 
 /// One visible probe with its runs from the store; `None` if there is no such probe here.
-pub async fn detail(app: &App, name: &str, now: SystemTime) -> Option<Result<ProbeDetail, String>> {
+pub async fn detail(app: &View, name: &str, now: SystemTime) -> Option<Result<ProbeDetail, String>> {
     let config = app.config();
     let def = find(&config, name)?;
     let probe = probe_status(app, def, now)?;
@@ -415,7 +415,7 @@ pub async fn detail(app: &App, name: &str, now: SystemTime) -> Option<Result<Pro
 
 /// Logs one line per visible probe every `status_page.log_summary_every` (when set), until
 /// the app is gone. Reloads take effect at the next line.
-pub async fn log_summaries(app: Weak<App>) {
+pub async fn log_summaries(app: Weak<View>) {
     let mut next: Option<tokio::time::Instant> = None;
     loop {
         let every = match app.upgrade() {

@@ -17,23 +17,28 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use crate::app::App;
+use crate::app::Control;
 use crate::metrics;
 use crate::probe::Probe;
 use crate::probe::heartbeat::Beat;
+use crate::view::View;
 
-/// The exporter's routes.
-pub fn router(app: Arc<App>) -> Router {
+/// The exporter's routes. Every handler gets the read-only [`View`]; only `/-/reload` gets
+/// the [`Control`].
+pub fn router(control: Arc<Control>) -> Router {
+    let reload = Router::new()
+        .route("/-/reload", post(reload_handler).put(reload_handler))
+        .with_state(control.clone());
     Router::new()
         .merge(page::routes())
         .route("/metrics", get(metrics_handler))
         .route("/probe", get(probe_handler))
         .route("/-/healthy", get(|| async { "Healthy\n" }))
         .route("/-/ready", get(|| async { "Ready\n" }))
-        .route("/-/reload", post(reload_handler).put(reload_handler))
         .route("/push/{name}", post(push_handler).put(push_handler))
         .route("/runbook", get(runbook::handler))
-        .with_state(app)
+        .with_state(control.view())
+        .merge(reload)
 }
 
 /// Whether the client takes OpenMetrics (Prometheus does); otherwise the classic text format.
@@ -45,7 +50,7 @@ fn wants_openmetrics(headers: &HeaderMap) -> bool {
         .any(|v| v.contains("application/openmetrics-text"))
 }
 
-async fn metrics_handler(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+async fn metrics_handler(State(app): State<Arc<View>>, headers: HeaderMap) -> Response {
     let openmetrics = wants_openmetrics(&headers);
     let content_type = if openmetrics {
         metrics::OPENMETRICS
@@ -130,7 +135,7 @@ struct ProbeQuery {
     debug: bool,
 }
 
-async fn probe_handler(State(app): State<Arc<App>>, Query(query): Query<ProbeQuery>, headers: HeaderMap) -> Response {
+async fn probe_handler(State(app): State<Arc<View>>, Query(query): Query<ProbeQuery>, headers: HeaderMap) -> Response {
     let Some(target) = query.target.filter(|t| !t.is_empty()) else {
         return (StatusCode::BAD_REQUEST, "Target parameter is missing\n").into_response();
     };
@@ -175,7 +180,7 @@ struct Push {
 }
 
 async fn push_handler(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<View>>,
     axum::extract::Path(name): axum::extract::Path<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
@@ -231,7 +236,7 @@ async fn push_handler(
     }
 }
 
-async fn reload_handler(State(app): State<Arc<App>>) -> Response {
+async fn reload_handler(State(app): State<Arc<Control>>) -> Response {
     let result = tokio::task::spawn_blocking(move || app.reload()).await;
     match result {
         Ok(Ok(applied)) => (

@@ -17,9 +17,9 @@ use futures_util::Stream;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::badge;
-use crate::app::App;
 use crate::config::Config;
 use crate::status;
+use crate::view::View;
 
 const HTML: &str = include_str!("assets/status.html");
 const CSS: &str = include_str!("assets/status.css");
@@ -31,7 +31,7 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
                    connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// The page's routes.
-pub fn routes() -> Router<Arc<App>> {
+pub fn routes() -> Router<Arc<View>> {
     Router::new()
         .route("/", get(page))
         .route("/probes/{name}", get(probe_page))
@@ -87,12 +87,12 @@ async fn asset(Path(file): Path<String>) -> Response {
         .into_response()
 }
 
-async fn status_json(State(app): State<Arc<App>>) -> Response {
+async fn status_json(State(app): State<Arc<View>>) -> Response {
     let status = status::snapshot(&app, SystemTime::now());
     ([no_cache()], Json(status)).into_response()
 }
 
-async fn probe_json(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
+async fn probe_json(State(app): State<Arc<View>>, Path(name): Path<String>) -> Response {
     match status::detail(&app, &name, SystemTime::now()).await {
         Some(Ok(detail)) => ([no_cache()], Json(detail)).into_response(),
         Some(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("history unavailable: {e}\n")).into_response(),
@@ -123,7 +123,7 @@ fn unknown_badge() -> Response {
 }
 
 /// `/badge/<probe>.svg`: the probe's level.
-async fn level_badge(State(app): State<Arc<App>>, Path(file): Path<String>) -> Response {
+async fn level_badge(State(app): State<Arc<View>>, Path(file): Path<String>) -> Response {
     let Some(name) = file.strip_suffix(".svg") else {
         return unknown_badge();
     };
@@ -139,7 +139,7 @@ async fn level_badge(State(app): State<Arc<App>>, Path(file): Path<String>) -> R
 }
 
 /// `/badge/<probe>/uptime.svg`: the probe's uptime over 24 hours.
-async fn uptime_badge(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
+async fn uptime_badge(State(app): State<Arc<View>>, Path(name): Path<String>) -> Response {
     let config = app.config();
     let probe = status::find(&config, &name).and_then(|def| status::probe_status(&app, def, SystemTime::now()));
     match probe {
@@ -182,16 +182,16 @@ const EVENT_BATCH: usize = 1000;
 /// `/api/v1/events`: server-sent events. `hello` on connect (with a 1 s reconnection delay),
 /// then `runs` with `{"runs": [{"probe", "level", "at"}]}` as probes finish (runs announced
 /// together are batched), `resync` when this client fell behind. Ends when vigil stops.
-async fn events(State(app): State<Arc<App>>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+async fn events(State(app): State<Arc<View>>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     struct Feed {
         receiver: tokio::sync::broadcast::Receiver<crate::live::Event>,
         stopping: tokio::sync::watch::Receiver<bool>,
-        app: Arc<App>,
+        app: Arc<View>,
         hidden: Hidden,
         greeted: bool,
     }
     let feed = Feed {
-        receiver: app.live.subscribe(),
+        receiver: app.subscribe(),
         stopping: app.stopping(),
         hidden: Hidden::of(app.config()),
         app,
