@@ -811,7 +811,11 @@ pub fn state_dir_problem(dir: &Path) -> Option<String> {
                 .find(|a| !a.as_os_str().is_empty() && a.exists())
                 .unwrap_or(Path::new("."));
             if !ancestor.is_dir() {
-                Some(format!("cannot create {}: {} is a file", dir.display(), ancestor.display()))
+                Some(format!(
+                    "cannot create {}: {} is a file",
+                    dir.display(),
+                    ancestor.display()
+                ))
             } else {
                 check_writable_dir(ancestor)
                     .err()
