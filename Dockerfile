@@ -40,8 +40,11 @@ RUN groupadd --system --gid 10001 vigil \
     && chown vigil:vigil /var/lib/vigil
 COPY --from=builder /usr/local/bin/vigil /usr/local/bin/vigil
 COPY examples/vigil.yml /etc/vigil/vigil.yml
-# The receiver keeps its state (cooldowns, budgets) and audit log here; mount a volume.
+# State that must survive a restart lives here (levels and since when, heartbeats, restart
+# totals, the history store; the receiver's cooldowns, budgets and audit log): mount a volume,
+# or a restart of the container ends every incident and starts it again.
 VOLUME ["/var/lib/vigil"]
+WORKDIR /var/lib/vigil
 USER 10001:10001
 EXPOSE 9430
-CMD ["vigil", "run", "--config", "/etc/vigil/vigil.yml"]
+CMD ["vigil", "run", "--config", "/etc/vigil/vigil.yml", "--storage.path", "/var/lib/vigil"]

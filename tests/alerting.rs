@@ -3,23 +3,30 @@
 //! `prometheus-alertmanager` and `docker-compose` (`scripts/install-test-deps.sh` installs
 //! them). A missing tool fails its test and names the package; no check is ever skipped.
 //!
+//! The rules' behaviour over time is proven by their promtool unit tests (rules/tests/*.yml);
+//! here: that they pass, the routes of every tier and step (`amtool config routes test`), the
+//! routes' settings as docs/alerting.md states them, the ladder, resolved notices and
+//! inhibition against a real Alertmanager fed alerts as Prometheus sends them, and the
+//! notification templates.
+//!
 //! Grafana cannot run here: the dashboards are checked as JSON (tests/stack/json.rs, a small
-//! parser that also refuses duplicate keys) and every panel's PromQL goes through
-//! `promtool check rules`. tests/alerting_e2e.rs runs the same queries against a real
-//! Prometheus; the helpers both files use live in tests/stack/.
+//! parser that also refuses duplicate keys), every panel's PromQL goes through
+//! `promtool check rules`, and through `promtool test rules` against two vigil replicas (each
+//! probe counted once). tests/alerting_e2e.rs runs the same queries against a real Prometheus;
+//! the helpers both files use live in tests/stack/.
 
 mod common;
 mod stack;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::thread;
 use std::time::{Duration, SystemTime};
 
-use stack::dashboards::{Intervals, dashboards, substitute, variables_in};
+use stack::dashboards::{Intervals, dashboards, panel_queries, substitute, variables_in};
 use stack::json::Json;
 use stack::test_copy::{self, Route};
-use stack::webhooks::{self, Recorder};
+use stack::webhooks::{self, Delivery, Recorder};
 use stack::{
     ALERTMANAGER_YML, TempDir, amtool, assert_success, command, files, http, millis, path_str, promtool, read, repo,
     rfc3339, text,
@@ -67,7 +74,55 @@ fn every_alert_has_a_unit_test() {
     assert!(untested.is_empty(), "alerts without a promtool unit test: {untested:?}");
 }
 
-/// GitHub's anchor for a Markdown heading: lower case, punctuation dropped, spaces to dashes.
+/// Every test file evaluates every rule group in a fixed order (recording rules before the
+/// alerts that read them): without `group_eval_order` promtool picks an arbitrary order, and a
+/// test could pass or fail by chance.
+#[test]
+fn every_unit_test_file_fixes_the_group_order() {
+    let groups: Vec<String> = files("rules", "yml")
+        .iter()
+        .flat_map(|p| {
+            fs::read_to_string(p)
+                .expect("read rules")
+                .lines()
+                .filter_map(|l| l.strip_prefix("  - name: ").map(|n| n.trim().to_string()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for file in files("rules/tests", "yml") {
+        let doc = test_copy::load(&file);
+        let order: Vec<&str> = doc["group_eval_order"]
+            .as_vec()
+            .unwrap_or_else(|| panic!("{} has no group_eval_order", file.display()))
+            .iter()
+            .filter_map(|g| g.as_str())
+            .collect();
+        for group in &groups {
+            assert!(
+                order.contains(&group.as_str()),
+                "{}: group {group} not in group_eval_order",
+                file.display()
+            );
+        }
+        let position = |name: &str| order.iter().position(|g| *g == name).expect("listed");
+        for (recording, alerts) in [
+            ("vigil-escalation", "vigil-probes"),
+            ("vigil-slo-error-ratios", "vigil-slo"),
+            ("vigil-slo-objectives", "vigil-slo"),
+            ("vigil-probes", "vigil-freshness"),
+            ("vigil-probes", "vigil-slo"),
+        ] {
+            assert!(
+                position(recording) < position(alerts),
+                "{}: {recording} must come before {alerts}",
+                file.display()
+            );
+        }
+    }
+}
+
+/// GitHub's anchor for a Markdown heading: lower case, punctuation dropped, spaces to dashes
+/// (also how vigil's /runbook names its sections).
 fn anchor(heading: &str) -> String {
     heading
         .trim()
@@ -81,6 +136,9 @@ fn anchor(heading: &str) -> String {
         .collect()
 }
 
+/// Every alert has a section in docs/runbook.md, and its `runbook_url` leads to that section of
+/// the runbook vigil serves: `<external_url>runbook#<section>`, `http://vigil:9430/` without
+/// vigil_web_info (rules/tests/ladder.yml renders both).
 #[test]
 fn every_alert_has_a_runbook_section() {
     let runbook = read("docs/runbook.md");
@@ -95,17 +153,29 @@ fn every_alert_has_a_runbook_section() {
             "docs/runbook.md has no section `## {name}`"
         );
     }
-    for line in read("rules/vigil-alerts.yml").lines() {
-        if let Some(url) = line.trim().strip_prefix("runbook_url:") {
-            let (_, fragment) = url
-                .split_once("docs/runbook.md#")
-                .unwrap_or_else(|| panic!("runbook_url does not point into docs/runbook.md: {url}"));
+    let rules = read("rules/vigil-alerts.yml");
+    let mut current = String::new();
+    let mut links = 0;
+    for line in rules.lines() {
+        if let Some(name) = line.trim().strip_prefix("- alert:") {
+            current = name.trim().to_string();
+        }
+        if let Some((_, fragment)) = line.split_once("}runbook#") {
+            let fragment = fragment.trim();
+            assert_eq!(fragment, anchor(&current), "runbook_url of {current}");
             assert!(
-                anchors.contains(fragment.trim()),
-                "runbook_url to a missing section: {url}"
+                anchors.contains(fragment),
+                "runbook_url of {current} to a missing section"
             );
+            assert!(
+                line.contains(r#"{{ with query "max by (external_url) (vigil_web_info)" }}{{ . | first | label "external_url" }}{{ else }}http://vigil:9430/{{ end }}runbook#"#),
+                "runbook_url of {current} is not built from vigil_web_info: {line}"
+            );
+            links += 1;
         }
     }
+    let urls = rules.lines().filter(|l| l.trim().starts_with("runbook_url:")).count();
+    assert_eq!(links, urls, "every runbook_url is a link into vigil's /runbook");
 }
 
 #[test]
@@ -114,6 +184,64 @@ fn prometheus_config_is_valid() {
         "promtool check config",
         &promtool(&["check", "config", path_str(&repo("prometheus/prometheus.yml"))]),
     );
+}
+
+/// The ladder's waits per tier and step (rules/vigil-escalation.yml), in seconds, as
+/// docs/alerting.md states them.
+const LADDER: [(&str, &str, u64); 10] = [
+    ("critical", "team", 30),
+    ("critical", "page", 900),
+    ("critical", "phone", 1_800),
+    ("critical", "manager", 3_600),
+    ("high", "team", 30),
+    ("high", "page", 1_800),
+    ("high", "phone", 3_600),
+    ("warning", "team", 120),
+    ("business", "team", 300),
+    ("info", "team", 300),
+];
+
+#[test]
+fn escalation_waits_are_the_documented_ladder() {
+    let doc = test_copy::load(&repo("rules/vigil-escalation.yml"));
+    let mut waits = BTreeSet::new();
+    for group in doc["groups"].as_vec().expect("groups") {
+        for rule in group["rules"].as_vec().expect("rules") {
+            if rule["record"].as_str() != Some("vigil:escalation_wait:seconds") {
+                continue;
+            }
+            let label = |name: &str| {
+                rule["labels"][name]
+                    .as_str()
+                    .expect("severity and step labels")
+                    .to_string()
+            };
+            let seconds: u64 = rule["expr"]
+                .as_str()
+                .and_then(|e| e.trim().strip_prefix("vector(")?.strip_suffix(')')?.parse().ok())
+                .expect("a wait is vector(<seconds>)");
+            waits.insert((label("severity"), label("step"), seconds));
+        }
+    }
+    let expected: BTreeSet<(String, String, u64)> = LADDER
+        .iter()
+        .map(|(s, t, w)| (s.to_string(), t.to_string(), *w))
+        .collect();
+    assert_eq!(waits, expected);
+    // The table of docs/alerting.md says the same.
+    let docs = read("docs/alerting.md");
+    for (line, tier) in [
+        ("| critical | 30s | 15m | 30m | 1h |", "critical"),
+        ("| high | 30s | 30m | 1h | - |", "high"),
+        ("| warning | 2m | - | - | - |", "warning"),
+        ("| business | 5m | - | - | - |", "business"),
+        ("| info | 5m | - | - | - |", "info"),
+    ] {
+        assert!(
+            docs.lines().any(|l| l.starts_with(line)),
+            "docs/alerting.md: no ladder row for {tier} starting `{line}`"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -143,33 +271,60 @@ fn assert_routes(labels: &[&str], receivers: &[&str]) {
     );
 }
 
+/// The receivers of each step of the ladder.
+fn step_receivers(step: &str) -> &'static [&'static str] {
+    match step {
+        "team" => &["team"],
+        "page" => &["pagerduty", "sms", "vigil-whatsapp"],
+        "phone" => &["phone"],
+        "manager" => &["manager"],
+        other => panic!("no step {other}"),
+    }
+}
+
 #[test]
-fn route_critical_climbs_every_step_of_the_ladder() {
+fn route_every_tier_and_step_of_the_ladder() {
+    for (severity, step, _) in LADDER {
+        let receivers: &[&str] = match (severity, step) {
+            ("info", "team") => &["team-info"],
+            _ => step_receivers(step),
+        };
+        for alertname in ["VigilProbeDown", "VigilContainerStopped"] {
+            assert_routes(
+                &[
+                    &format!("alertname={alertname}"),
+                    &format!("severity={severity}"),
+                    &format!("step={step}"),
+                    "probe=api",
+                    "status=down",
+                ],
+                receivers,
+            );
+        }
+    }
+}
+
+#[test]
+fn route_page_step_is_pagerduty_sms_and_whatsapp() {
     assert_routes(
         &[
             "alertname=VigilProbeDown",
             "severity=critical",
-            "probe=api-gateway",
-            "kind=http",
+            "step=page",
+            "probe=api",
+            "team=platform",
         ],
-        &["team", "pagerduty", "vigil-whatsapp", "phone", "manager"],
+        &["pagerduty", "sms", "vigil-whatsapp"],
     );
 }
 
 #[test]
-fn route_warning_stays_with_the_team() {
-    assert_routes(
-        &["alertname=VigilProbeDegraded", "severity=warning", "probe=search"],
-        &["team"],
-    );
-}
-
-#[test]
-fn route_frontend_down_is_a_warning_and_never_pages() {
+fn route_frontend_down_is_a_warning_for_the_team_only() {
     assert_routes(
         &[
             "alertname=VigilProbeDown",
             "severity=warning",
+            "step=team",
             "tier=frontend",
             "probe=shop-web",
         ],
@@ -178,72 +333,275 @@ fn route_frontend_down_is_a_warning_and_never_pages() {
 }
 
 #[test]
-fn route_info_goes_to_the_info_channel_only() {
+fn route_the_alerts_beside_the_ladder_by_tier() {
+    for (labels, receivers) in [
+        (
+            &[
+                "alertname=VigilProbeDegraded",
+                "severity=warning",
+                "step=team",
+                "probe=search",
+            ][..],
+            &["team"][..],
+        ),
+        (
+            &[
+                "alertname=VigilProbeDegraded",
+                "severity=business",
+                "step=team",
+                "probe=reports",
+            ],
+            &["team"],
+        ),
+        (
+            &[
+                "alertname=VigilProbeDegraded",
+                "severity=info",
+                "step=team",
+                "probe=wiki",
+            ],
+            &["team-info"],
+        ),
+        (
+            &["alertname=VigilProbeSlow", "severity=warning", "probe=search"],
+            &["team"],
+        ),
+        (
+            &["alertname=VigilDataStale", "severity=warning", "probe=orders"],
+            &["team"],
+        ),
+        (
+            &["alertname=VigilCertificateExpiry", "severity=warning", "probe=api"],
+            &["team"],
+        ),
+        // Alerts without steps: critical ones page once and reach the team.
+        (
+            &["alertname=VigilCertificateExpiry", "severity=critical", "probe=api"],
+            &["pagerduty", "team"],
+        ),
+        (
+            &["alertname=VigilExporterAbsent", "severity=critical", "job=vigil"],
+            &["pagerduty", "team"],
+        ),
+        (
+            &["alertname=VigilReceiverDown", "severity=high", "job=vigil-receiver"],
+            &["team"],
+        ),
+        (
+            &[
+                "alertname=VigilPodCrashLooping",
+                "severity=warning",
+                "namespace=gps",
+                "pod=p",
+            ],
+            &["team"],
+        ),
+        (
+            &["alertname=VigilContainerUnhealthy", "severity=warning", "container=c"],
+            &["team"],
+        ),
+        (
+            &["alertname=VigilCertificateExpiry", "severity=business", "probe=reports"],
+            &["team"],
+        ),
+        (
+            &["alertname=VigilSLOTargetUnsupported", "severity=info", "probe=legacy"],
+            &["team-info"],
+        ),
+        // No severity: the root route's receiver.
+        (&["alertname=SomethingElse"], &["team"]),
+    ] {
+        assert_routes(labels, receivers);
+    }
+}
+
+#[test]
+fn route_reminders_and_change_notices_to_their_channels() {
     assert_routes(
-        &["alertname=VigilSLOTargetUnsupported", "severity=info"],
-        &["team-info"],
+        &[
+            "alertname=VigilProbeStillDown",
+            "severity=critical",
+            "step=reminder",
+            "probe=api",
+        ],
+        &["team-reminders"],
+    );
+    for alertname in [
+        "VigilProbeLevelChanged",
+        "VigilProbeRemoved",
+        "VigilContainerStarted",
+        "VigilContainerRestarting",
+    ] {
+        assert_routes(
+            &[
+                &format!("alertname={alertname}"),
+                "severity=info",
+                "probe=api",
+                "container=c",
+            ],
+            &["team-changes"],
+        );
+    }
+}
+
+#[test]
+fn route_burn_rates_to_the_ticket_queue_never_the_ladder() {
+    assert_routes(
+        &["alertname=VigilErrorBudgetBurnFast", "severity=warning", "probe=api"],
+        &["ticket", "team"],
+    );
+    assert_routes(
+        &["alertname=VigilErrorBudgetBurnFast", "severity=info", "probe=wiki"],
+        &["ticket", "team-info"],
+    );
+    assert_routes(
+        &["alertname=VigilErrorBudgetBurnSlow", "severity=warning", "probe=api"],
+        &["ticket"],
     );
 }
 
 #[test]
-fn route_remediate_reaches_vigil_receiver() {
+fn route_remediate_to_vigil_receiver_only() {
     assert_routes(
         &[
-            "alertname=VigilDataStaleRemediate",
+            "alertname=VigilProbeDownRemediate",
             "severity=info",
             "remediate=true",
             "probe=gps-ingest",
+            "status=down",
         ],
-        &["vigil-receiver", "team-info"],
+        &["vigil-receiver"],
     );
 }
 
 #[test]
-fn route_watchdog_reaches_the_dead_mans_switch_only() {
+fn route_watchdog_to_the_dead_mans_switch_only() {
     assert_routes(&["alertname=Watchdog", "severity=none"], &["deadmansswitch"]);
 }
 
+/// The routes' settings, as docs/alerting.md states them: no group timer is a step of the
+/// ladder (every step's route has the root's short group_wait and group_interval; the steps are
+/// the rules' alerts), each step's receivers and repeat, the page step's `continue`, the
+/// maintenance mute and the business hours.
 #[test]
-fn route_alert_without_severity_falls_back_to_the_team() {
-    assert_routes(&["alertname=SomethingElse"], &["team"]);
-}
+fn routes_match_steps_and_intervals_the_docs_state() {
+    let (root, routes) = test_copy::routes(&repo(ALERTMANAGER_YML));
+    assert_eq!(root.group_wait.as_deref().map(millis), Some(5_000), "root group_wait");
+    assert_eq!(
+        root.group_interval.as_deref().map(millis),
+        Some(15_000),
+        "root group_interval"
+    );
+    let doc = test_copy::load(&repo(ALERTMANAGER_YML));
+    let group_by: Vec<&str> = doc["route"]["group_by"]
+        .as_vec()
+        .expect("group_by")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    for label in ["alertname", "step", "probe", "instance", "container"] {
+        assert!(group_by.contains(&label), "groups are per {label}: {group_by:?}");
+    }
+    assert!(
+        !group_by.contains(&"severity"),
+        "a critical and its warning share a group"
+    );
 
-#[test]
-fn ladder_steps_wait_15m_30m_1h_and_continue() {
-    let (_, routes) = test_copy::routes(&repo(ALERTMANAGER_YML));
-    let step = |receiver: &str| -> &Route {
+    let find = |receiver: &str, matcher: &str| -> (usize, &Route) {
         routes
             .iter()
-            .find(|r| r.receiver == receiver)
-            .unwrap_or_else(|| panic!("no route to {receiver}"))
+            .enumerate()
+            .find(|(_, r)| r.receiver == receiver && r.matchers.iter().any(|m| m == matcher))
+            .unwrap_or_else(|| panic!("no route to {receiver} with {matcher}"))
     };
-    let ladder = [
-        ("team", 30_000),
-        ("pagerduty", 900_000),
-        ("phone", 1_800_000),
-        ("manager", 3_600_000),
-    ];
-    let mut previous_index = 0;
-    for (i, (receiver, wait)) in ladder.iter().enumerate() {
-        let route = step(receiver);
+    // (receiver, matcher, repeat_interval, continue)
+    for (receiver, matcher, repeat, continues) in [
+        ("team", "step = \"team\"", "4h", false),
+        ("pagerduty", "step = \"page\"", "1h", true),
+        ("sms", "step = \"page\"", "4h", true),
+        ("vigil-whatsapp", "step = \"page\"", "4h", false),
+        ("phone", "step = \"phone\"", "2h", false),
+        ("manager", "step = \"manager\"", "12h", false),
+    ] {
+        let (_, route) = find(receiver, matcher);
         assert_eq!(
-            route.group_wait.as_deref().map(millis),
-            Some(*wait),
-            "group_wait of {receiver}"
+            route.group_wait, None,
+            "{receiver}: the root's group_wait, no timer of its own"
         );
+        assert_eq!(route.group_interval, None, "{receiver}: the root's group_interval");
+        assert_eq!(
+            route.repeat_interval.as_deref(),
+            Some(repeat),
+            "{receiver}: repeat_interval"
+        );
+        assert_eq!(route.continues, continues, "{receiver}: continue");
         assert!(
             route.mute_time_intervals.iter().any(|v| v == "maintenance"),
             "{receiver} is muted in the maintenance window"
         );
-        let index = routes.iter().position(|r| r.receiver == *receiver).expect("present");
-        assert!(
-            i == 0 || index > previous_index,
-            "{receiver} comes after the previous step"
-        );
-        previous_index = index;
-        assert_eq!(route.continues, i + 1 < ladder.len(), "`continue` on {receiver}");
     }
-    assert_eq!(step("vigil-whatsapp").group_wait.as_deref().map(millis), Some(900_000));
+    // The page step's three receivers follow each other.
+    let (pagerduty, _) = find("pagerduty", "step = \"page\"");
+    let (sms, _) = find("sms", "step = \"page\"");
+    let (whatsapp, _) = find("vigil-whatsapp", "step = \"page\"");
+    assert_eq!((sms, whatsapp), (pagerduty + 1, pagerduty + 2));
+    // The business tier in business hours only.
+    let business = doc["route"]["routes"]
+        .as_vec()
+        .expect("routes")
+        .iter()
+        .find(|r| {
+            r["matchers"]
+                .as_vec()
+                .is_some_and(|m| m.iter().any(|m| m.as_str() == Some("severity = \"business\"")))
+        })
+        .expect("a business route");
+    assert_eq!(business["active_time_intervals"][0].as_str(), Some("business-hours"));
+    // The Watchdog is never muted; the notices and reminders send without waiting.
+    let (_, watchdog) = find("deadmansswitch", "alertname = \"Watchdog\"");
+    assert!(watchdog.mute_time_intervals.is_empty());
+    for receiver in ["team-reminders", "team-changes", "vigil-receiver"] {
+        let route = routes.iter().find(|r| r.receiver == receiver).expect("route");
+        assert_eq!(
+            route.group_wait.as_deref().map(millis),
+            Some(0),
+            "{receiver} group_wait"
+        );
+    }
+    // Notices and reminders have no resolved notices; every step's receivers do.
+    let receivers = doc["receivers"].as_vec().expect("receivers");
+    let sends_resolved = |name: &str| -> Vec<bool> {
+        let receiver = receivers
+            .iter()
+            .find(|r| r["name"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("no receiver {name}"));
+        receiver
+            .as_hash()
+            .expect("mapping")
+            .iter()
+            .filter(|(k, _)| k.as_str().is_some_and(|k| k.ends_with("_configs")))
+            .flat_map(|(_, configs)| configs.as_vec().expect("configs").iter())
+            .map(|c| c["send_resolved"].as_bool().expect("send_resolved is explicit"))
+            .collect()
+    };
+    for name in [
+        "team",
+        "pagerduty",
+        "sms",
+        "vigil-whatsapp",
+        "phone",
+        "manager",
+        "ticket",
+        "vigil-receiver",
+    ] {
+        assert!(sends_resolved(name).iter().all(|s| *s), "{name} sends resolved notices");
+    }
+    for name in ["team-reminders", "team-changes", "deadmansswitch"] {
+        assert!(
+            sends_resolved(name).iter().all(|s| !*s),
+            "{name} sends no resolved notices"
+        );
+    }
 }
 
 /// Renders `template` of alertmanager/templates with the data in alertmanager/testdata/`data`.
@@ -286,20 +644,22 @@ fn every_template_the_config_uses_renders() {
 }
 
 #[test]
-fn message_names_probe_level_reason_start_and_links() {
+fn message_names_probe_level_reason_start_downtime_and_links() {
     let out = render("vigil.text", "firing.json", "text");
     for expected in [
         "FIRING [critical] VigilProbeDown: Probe api-gateway is DOWN",
         "Target:  probe api-gateway (http)",
         "Level:   DOWN",
         "Reason:  timeout",
-        "Since:   2024-05-04 03:02:01 UTC",
-        "Runbook: https://github.com/vigil-monitoring/vigil/blob/main/docs/runbook.md#vigilprobedown",
+        "Since:   2024-05-04 03:02:01 UTC (down for 30s)",
+        "Runbook: http://vigil:9430/runbook#vigilprobedown",
         "Graph:   http://prometheus:9090/graph?g0.expr=",
         "Acknowledge (silence): http://alertmanager:9093/#/silences/new?filter=%7Balertname%3D%22VigilProbeDown%22",
     ] {
         assert!(out.contains(expected), "missing `{expected}` in:\n{out}");
     }
+    // The team step is the first notice: it says no "escalated".
+    assert!(!out.contains("escalated"), "{out}");
     assert_eq!(
         render("vigil.title", "firing.json", "text").trim(),
         "[FIRING:1] VigilProbeDown api-gateway"
@@ -307,184 +667,528 @@ fn message_names_probe_level_reason_start_and_links() {
 }
 
 #[test]
-fn message_covers_pods_containers_resolved_and_remediation() {
+fn message_covers_steps_pods_remediation_and_resolved_downtime() {
     let out = render("vigil.text", "mixed.json", "text");
     for expected in [
+        "FIRING [critical] VigilProbeDown (escalated: page): Data of orders is stale",
+        "Reason:  stale",
         "Target:  pod gps/listener-7d9f-abcde, container listener",
         "Reason:  CrashLoopBackOff",
         "Remediation: requested from vigil's receiver",
-        "RESOLVED [critical] VigilContainerStopped",
+        // A resolved probe: RESOLVED, with how long it was down.
+        "RESOLVED [critical] VigilProbeDown (escalated: page): Probe billing is DOWN",
+        "Resolved: 2024-05-04 03:05:00 UTC, after 19m 45s down",
+        // A container back up: RESTORED, with how long it was down.
+        "RESTORED [critical] VigilContainerStopped (escalated: page)",
         "Target:  container gps-listener (project gps, service listener)",
-        "Level:   EXITED",
-        "resolved 2024-05-04 03:10:00 UTC",
+        "Level:   recovered",
+        "Resolved: 2024-05-04 03:10:00 UTC, after 24m 45s down",
     ] {
         assert!(out.contains(expected), "missing `{expected}` in:\n{out}");
     }
     // Firing alerts come before resolved ones.
     assert!(out.find("FIRING").expect("firing") < out.find("RESOLVED").expect("resolved"));
+    let html = render("vigil.email.html", "mixed.json", "html");
+    for expected in ["(after 19m 45s down)", "RESTORED", "(down for 15m 0s)"] {
+        assert!(html.contains(expected), "missing `{expected}` in:\n{html}");
+    }
+    let sms = render("vigil.sms", "mixed.json", "text");
+    for expected in [
+        "FIRING probe orders (sql): Data of orders is stale (down for 15m 0s)",
+        "RESOLVED probe billing (http): Probe billing is DOWN (after 19m 45s down)",
+        "RESTORED container gps-listener (project gps, service listener): Container gps-listener is exited (after 24m 45s down)",
+    ] {
+        assert!(sms.contains(expected), "missing `{expected}` in:\n{sms}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
 // The ladder against a real Alertmanager
 // ---------------------------------------------------------------------------------------------
 
-/// Durations of the real routes are divided by this, so 1h of escalation takes 12s.
-const TIME_SCALE: u64 = 300;
+/// Durations of the real routes are divided by this, and so are the rules' waits and
+/// Prometheus' timings the test plays: 1h of escalation takes 12s.
+const TIME_SCALE: f64 = 300.0;
 
-fn alert(labels: &[(&str, &str)], ends_at: Option<SystemTime>) -> String {
-    let labels: Vec<String> = labels.iter().map(|(k, v)| format!("\"{k}\":\"{v}\"")).collect();
-    let ends = ends_at
-        .map(|t| format!(",\"endsAt\":\"{}\"", rfc3339(t)))
-        .unwrap_or_default();
-    format!("{{\"labels\":{{{}}}{ends}}}", labels.join(","))
+/// A wait of the real stack, in seconds, as the test plays it.
+fn scaled(seconds: f64) -> f64 {
+    seconds / TIME_SCALE
 }
 
+/// How late after its alert arrived a notification may come: the scaled group_wait and
+/// group_interval (16ms, 50ms), plus a busy test machine.
+const SLACK: f64 = 2.0;
+
+/// One alert as the test's stand-in for Prometheus sends it: firing from `fire_at` to
+/// `resolve_at` (seconds after the start), from two Prometheus replicas (an HA pair evaluates
+/// on its own, so their `startsAt` differ a little).
+#[derive(Clone)]
+struct Played {
+    labels: Vec<(&'static str, String)>,
+    annotations: Vec<(&'static str, String)>,
+    fire_at: f64,
+    resolve_at: Option<f64>,
+}
+
+impl Played {
+    fn new(labels: &[(&'static str, &str)], fire_at: f64, resolve_at: Option<f64>) -> Played {
+        Played {
+            labels: labels.iter().map(|(k, v)| (*k, v.to_string())).collect(),
+            annotations: vec![("summary", "played by tests/alerting.rs".to_string())],
+            fire_at,
+            resolve_at,
+        }
+    }
+
+    fn annotation(mut self, name: &'static str, value: &str) -> Played {
+        self.annotations.push((name, value.to_string()));
+        self
+    }
+
+    fn same_alert(&self, other: &Played) -> bool {
+        self.labels == other.labels
+    }
+}
+
+/// The JSON of one alert for Alertmanager's API.
+fn alert_json(played: &Played, starts: SystemTime, ends: SystemTime) -> String {
+    let object = |pairs: &[(&'static str, String)]| -> String {
+        let members: Vec<String> = pairs
+            .iter()
+            .map(|(k, v)| format!("\"{k}\":\"{}\"", v.replace('"', "\\\"")))
+            .collect();
+        format!("{{{}}}", members.join(","))
+    };
+    format!(
+        "{{\"labels\":{},\"annotations\":{},\"startsAt\":\"{}\",\"endsAt\":\"{}\",\"generatorURL\":\"http://prometheus:9090/graph\"}}",
+        object(&played.labels),
+        object(&played.annotations),
+        rfc3339(starts),
+        rfc3339(ends)
+    )
+}
+
+/// Plays `alerts` against Alertmanager on `port` as Prometheus sends them, until `end` seconds
+/// after `start`: a firing alert from its time on, re-sent every resend delay (1m, scaled), with
+/// an `endsAt` in the future; from its resolution on, the resolved alert (its `endsAt` the
+/// resolution) re-sent for 15 minutes (scaled), or until the same alert fires again (Prometheus
+/// keeps one alert per label set: a new incident replaces the resolved one).
+fn play(port: u16, start: SystemTime, alerts: &[Played], end: f64) {
+    let at = |seconds: f64| start + Duration::from_secs_f64(seconds);
+    let resend = scaled(60.0);
+    let retention = scaled(15.0 * 60.0);
+    let mut last_sent = vec![f64::NEG_INFINITY; alerts.len()];
+    loop {
+        let now = start.elapsed().unwrap_or(Duration::ZERO).as_secs_f64();
+        if now > end {
+            break;
+        }
+        let mut batch = Vec::new();
+        for (i, alert) in alerts.iter().enumerate() {
+            if now < alert.fire_at {
+                continue;
+            }
+            let firing = alert.resolve_at.is_none_or(|r| now < r);
+            let replaced = alerts
+                .iter()
+                .any(|other| other.same_alert(alert) && other.fire_at > alert.fire_at && now >= other.fire_at);
+            let retained = alert.resolve_at.is_some_and(|r| now < r + retention) && !replaced;
+            if !(firing || retained) {
+                continue;
+            }
+            // Sent at once on a change (firing, resolved), else every resend delay.
+            let changed =
+                last_sent[i] < alert.fire_at || alert.resolve_at.is_some_and(|r| last_sent[i] < r && now >= r);
+            if !changed && now - last_sent[i] < resend {
+                continue;
+            }
+            last_sent[i] = now;
+            // Prometheus' endsAt for a firing alert is 4 resend delays ahead; 30s here, so a
+            // slow test machine cannot let Alertmanager expire one.
+            let ends = if firing {
+                at(now + 30.0)
+            } else {
+                at(alert.resolve_at.expect("resolved"))
+            };
+            // Two Prometheus replicas: the same alert, startsAt 20ms apart.
+            batch.push(alert_json(alert, at(alert.fire_at), ends));
+            batch.push(alert_json(alert, at(alert.fire_at + 0.02), ends));
+        }
+        if !batch.is_empty() {
+            let (status, body) =
+                http(port, "POST", "/api/v2/alerts", &format!("[{}]", batch.join(","))).expect("post alerts");
+            assert_eq!(status, 200, "posting alerts: {body}");
+        }
+        thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// The deliveries of (receiver, alertname, probe), in order: (status, seconds after start).
+fn sequence(
+    deliveries: &[Delivery],
+    start: SystemTime,
+    receiver: &str,
+    alertname: &str,
+    probe: &str,
+) -> Vec<(String, f64)> {
+    deliveries
+        .iter()
+        .filter(|d| d.receiver == receiver && d.label("alertname") == alertname && d.label("probe") == probe)
+        .map(|d| {
+            (
+                d.status.clone(),
+                d.at.duration_since(start).unwrap_or(Duration::ZERO).as_secs_f64(),
+            )
+        })
+        .collect()
+}
+
+/// Alertmanager only routes: the ladder is the rules' step alerts, played at the times
+/// Prometheus would send them (the promtool tests prove those times). This proves, with the
+/// shipped routes and inhibition rules against a real Alertmanager 0.25:
+/// - each step notifies its receivers when its alert arrives and not before, once per incident
+///   (two Prometheus replicas sending each alert), also for a second incident soon after a first,
+///   while Prometheus still re-sends the first one's resolved alerts;
+/// - resolved notices reach exactly the receivers that were notified, once, with the downtime;
+/// - VigilProbeRemoved mutes the resolved notice of a removed probe (it outlasts Prometheus'
+///   re-sends); a host DOWN mutes its services; a critical alert mutes the warning of the same
+///   alert and probe, and the team step mutes the probe's slowness and budget burn;
+/// - reminders each notify once and never resolve; remediation requests reach vigil's receiver
+///   only; the Watchdog the dead man's switch only.
 #[test]
 fn ladder_escalates_in_time_and_stops_for_resolved_groups_in_alertmanager() {
     let sink = Recorder::start();
     let dir = TempDir::new("alertmanager");
     let config = dir.file(
         "alertmanager.yml",
-        &test_copy::alertmanager_config(&repo(ALERTMANAGER_YML), TIME_SCALE, &sink.url),
+        &test_copy::alertmanager_config(&repo(ALERTMANAGER_YML), TIME_SCALE as u64, &sink.url),
     );
     let alertmanager = stack::alertmanager(&config, &dir.0);
-    let port = alertmanager.port;
 
-    // api: DOWN and staying DOWN. billing: DOWN, fixed after 4.5s (between PagerDuty at 3s and
-    // the phone at 6s). search: a warning. api also has a warning, muted by its critical.
-    // gps-ingest asks for remediation.
-    let post = |alerts: &[String]| {
-        let (status, body) =
-            http(port, "POST", "/api/v2/alerts", &format!("[{}]", alerts.join(","))).expect("post alerts");
-        assert_eq!(status, 200, "posting alerts: {body}");
-    };
-    let started = SystemTime::now();
-    let elapsed = || started.elapsed().unwrap_or(Duration::ZERO);
-    let down = |probe| {
-        alert(
-            &[
-                ("alertname", "VigilProbeDown"),
-                ("severity", "critical"),
-                ("probe", probe),
-            ],
-            None,
+    let wait = |step: &str| {
+        scaled(
+            LADDER
+                .iter()
+                .find(|(s, t, _)| *s == "critical" && *t == step)
+                .expect("step")
+                .2 as f64,
         )
     };
-    post(&[
-        down("api"),
-        down("billing"),
-        alert(
-            &[
-                ("alertname", "VigilProbeDegraded"),
-                ("severity", "warning"),
-                ("probe", "search"),
-            ],
-            None,
-        ),
-        alert(
-            &[
+    let down = |probe: &str, step: &str| -> Vec<(&'static str, String)> {
+        vec![
+            ("alertname", "VigilProbeDown".to_string()),
+            ("severity", "critical".to_string()),
+            ("step", step.to_string()),
+            ("probe", probe.to_string()),
+            ("kind", "http".to_string()),
+            ("status", "down".to_string()),
+        ]
+    };
+    // An incident of `probe` from `began` to `fixed`: one alert per step it lasts.
+    let incident = |probe: &str, began: f64, fixed: f64, extra: &[(&'static str, &str)]| -> Vec<Played> {
+        ["team", "page", "phone", "manager"]
+            .into_iter()
+            .filter(|step| began + wait(step) < fixed)
+            .map(|step| {
+                let mut played = Played::new(&[], began + wait(step), Some(fixed));
+                played.labels = down(probe, step);
+                played.labels.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+                played.annotation("down_for", &format!("{:.0}s", (fixed - began) * TIME_SCALE))
+            })
+            .collect()
+    };
+
+    // api: DOWN from 0 to 13 (past the manager's 12), and again from 14 to 27: the second
+    //   incident begins while Prometheus re-sends the first one's resolved alerts (until 16).
+    // billing: DOWN from 0 to 4.5, between the page step (3) and the phone (6).
+    // db1: a host probe DOWN from 0 to 8; orders, a service on it, alerting meanwhile.
+    // gone: DOWN from 0, removed from vigil's config at 5 (its alerts resolve; VigilProbeRemoved
+    //   fires for 20m + 5m, scaled: until 10; the resolved alerts are re-sent until 8).
+    let (api_1, api_2) = ((0.0, 13.0), (14.0, 27.0));
+    let billing = (0.0, 4.5);
+    let mut alerts = Vec::new();
+    alerts.extend(incident("api", api_1.0, api_1.1, &[]));
+    alerts.extend(incident("api", api_2.0, api_2.1, &[]));
+    alerts.extend(incident("billing", billing.0, billing.1, &[]));
+    alerts.extend(incident("db1", 0.0, 8.0, &[("host", "db1"), ("role", "host")]));
+    alerts.extend(incident("orders", 0.0, 8.0, &[("host", "db1")]));
+    alerts.extend(incident("gone", 0.0, 5.0, &[]));
+    let removed_until = 5.0 + scaled(25.0 * 60.0);
+    alerts.push(Played::new(
+        &[
+            ("alertname", "VigilProbeRemoved"),
+            ("severity", "info"),
+            ("probe", "gone"),
+        ],
+        5.0,
+        Some(removed_until),
+    ));
+    // Beside the ladder: api's slowness and budget burn while its team step fires (muted),
+    // flaky's budget burn (the ticket queue and the team), archive's slow burn (ticket only);
+    // a critical certificate alert and its warning (muted), a warning alone; a service on db1
+    // DEGRADED while the host is DOWN (muted); two reminders; a remediation request; the
+    // Watchdog.
+    for (labels, fire_at, resolve_at) in [
+        (
+            vec![
                 ("alertname", "VigilProbeSlow"),
                 ("severity", "warning"),
                 ("probe", "api"),
             ],
-            None,
+            1.0,
+            Some(12.0),
         ),
-        alert(
-            &[
-                ("alertname", "VigilDataStaleRemediate"),
+        (
+            vec![
+                ("alertname", "VigilErrorBudgetBurnFast"),
+                ("severity", "warning"),
+                ("probe", "api"),
+            ],
+            1.0,
+            Some(12.0),
+        ),
+        (
+            vec![
+                ("alertname", "VigilErrorBudgetBurnFast"),
+                ("severity", "warning"),
+                ("probe", "flaky"),
+            ],
+            1.0,
+            Some(6.0),
+        ),
+        (
+            vec![
+                ("alertname", "VigilErrorBudgetBurnSlow"),
+                ("severity", "warning"),
+                ("probe", "archive"),
+            ],
+            1.0,
+            Some(6.0),
+        ),
+        (
+            vec![
+                ("alertname", "VigilCertificateExpiry"),
+                ("severity", "critical"),
+                ("probe", "payments"),
+            ],
+            0.5,
+            Some(10.0),
+        ),
+        (
+            vec![
+                ("alertname", "VigilCertificateExpiry"),
+                ("severity", "warning"),
+                ("probe", "payments"),
+            ],
+            0.5,
+            Some(10.0),
+        ),
+        (
+            vec![
+                ("alertname", "VigilCertificateExpiry"),
+                ("severity", "warning"),
+                ("probe", "shop-web"),
+            ],
+            0.5,
+            Some(10.0),
+        ),
+        (
+            vec![
+                ("alertname", "VigilProbeDegraded"),
+                ("severity", "warning"),
+                ("step", "team"),
+                ("probe", "cache"),
+                ("host", "db1"),
+            ],
+            1.0,
+            Some(7.0),
+        ),
+        (
+            vec![
+                ("alertname", "VigilProbeStillDown"),
+                ("severity", "critical"),
+                ("step", "reminder"),
+                ("probe", "api"),
+                ("status", "down"),
+            ],
+            4.0,
+            Some(4.3),
+        ),
+        (
+            vec![
+                ("alertname", "VigilProbeDownRemediate"),
                 ("severity", "info"),
                 ("remediate", "true"),
-                ("probe", "gps-ingest"),
+                ("probe", "gps-listener"),
+                ("status", "down"),
             ],
-            None,
+            0.5,
+            Some(2.0),
         ),
-    ]);
-    thread::sleep(Duration::from_millis(4_500).saturating_sub(elapsed()));
-    post(&[alert(
+        (vec![("alertname", "Watchdog"), ("severity", "none")], 0.0, None),
+    ] {
+        alerts.push(Played::new(&labels, fire_at, resolve_at));
+    }
+    // The second reminder: the same alert, a new one in time.
+    alerts.push(Played::new(
         &[
-            ("alertname", "VigilProbeDown"),
+            ("alertname", "VigilProbeStillDown"),
             ("severity", "critical"),
-            ("probe", "billing"),
+            ("step", "reminder"),
+            ("probe", "api"),
+            ("status", "down"),
         ],
-        Some(SystemTime::now()),
-    )]);
-    // The manager step waits 1h / TIME_SCALE = 12s; leave room for the last flush.
-    thread::sleep(Duration::from_millis(14_000).saturating_sub(elapsed()));
+        8.0,
+        Some(8.3),
+    ));
+
+    let start = SystemTime::now();
+    let end = api_2.1 + SLACK + 0.5;
+    play(alertmanager.port, start, &alerts, end);
 
     let deliveries = sink.deliveries();
-    let arrived = |receiver: &str, alertname: &str, probe: &str, status: &str| {
-        webhooks::first(&deliveries, receiver, alertname, probe, status)
-            .map(|d| d.at.duration_since(started).unwrap_or(Duration::ZERO))
-    };
-    let summary = webhooks::summary(&deliveries, started);
+    let summary = webhooks::summary(&deliveries, start);
+    let seq = |receiver: &str, alertname: &str, probe: &str| sequence(&deliveries, start, receiver, alertname, probe);
 
-    // The whole ladder for a problem that lasts, each step no earlier than its wait.
-    for (receiver, wait_ms) in [
-        ("team", 100),
-        ("pagerduty", 3_000),
-        ("vigil-whatsapp", 3_000),
-        ("phone", 6_000),
-        ("manager", 12_000),
-    ] {
-        let at = arrived(receiver, "VigilProbeDown", "api", "firing")
-            .unwrap_or_else(|| panic!("{receiver} never got VigilProbeDown for api:\n{summary}"));
-        assert!(
-            at >= Duration::from_millis(wait_ms),
-            "{receiver} notified after {at:?}, before its wait"
-        );
-    }
-    // Fixed at 4.5s: paged at 3s, told it resolved, but never phoned nor escalated.
-    assert!(
-        arrived("pagerduty", "VigilProbeDown", "billing", "firing").is_some(),
-        "{summary}"
-    );
-    assert!(
-        arrived("pagerduty", "VigilProbeDown", "billing", "resolved").is_some(),
-        "{summary}"
-    );
-    assert!(
-        arrived("team", "VigilProbeDown", "billing", "resolved").is_some(),
-        "{summary}"
-    );
-    for receiver in ["phone", "manager"] {
-        for status in ["firing", "resolved"] {
-            assert!(
-                arrived(receiver, "VigilProbeDown", "billing", status).is_none(),
-                "{receiver} was notified ({status}) of a problem fixed before its step:\n{summary}"
-            );
+    // Every step of every incident: exactly one firing notice, when its alert arrived (not
+    // before, within SLACK), then exactly one resolved notice after the fix; steps an incident
+    // did not last: nothing at all, neither firing nor resolved.
+    for (probe, incidents) in [("api", vec![api_1, api_2]), ("billing", vec![billing])] {
+        for step in ["team", "page", "phone", "manager"] {
+            let reached: Vec<(f64, f64)> = incidents.iter().copied().filter(|(b, f)| b + wait(step) < *f).collect();
+            for receiver in step_receivers(step) {
+                let got = seq(receiver, "VigilProbeDown", probe);
+                let statuses: Vec<&str> = got.iter().map(|(s, _)| s.as_str()).collect();
+                let expected: Vec<&str> = reached.iter().flat_map(|_| ["firing", "resolved"]).collect();
+                assert_eq!(statuses, expected, "{receiver} ({step}) about {probe}\n{summary}");
+                for (i, (began, fixed)) in reached.iter().enumerate() {
+                    let (fired, resolved) = (got[2 * i].1, got[2 * i + 1].1);
+                    let due = began + wait(step);
+                    assert!(
+                        fired >= due && fired <= due + SLACK,
+                        "{receiver} ({step}) heard of {probe}'s incident {i} at {fired:.2}s, its step is due at {due:.2}s\n{summary}"
+                    );
+                    assert!(
+                        resolved >= *fixed && resolved <= fixed + SLACK,
+                        "{receiver} heard {probe}'s incident {i} resolved at {resolved:.2}s, fixed at {fixed:.2}s\n{summary}"
+                    );
+                }
+            }
         }
     }
-    // A warning stays with the team.
-    assert!(
-        arrived("team", "VigilProbeDegraded", "search", "firing").is_some(),
-        "{summary}"
+    // The resolved notice says how long it was down.
+    let resolved = deliveries
+        .iter()
+        .find(|d| d.receiver == "manager" && d.label("probe") == "api" && d.status == "resolved")
+        .unwrap_or_else(|| panic!("no resolved notice to the manager\n{summary}"));
+    assert_eq!(
+        resolved.annotations.get("down_for").map(String::as_str),
+        Some("3900s"),
+        "{resolved:?}"
     );
-    for receiver in ["pagerduty", "phone", "manager"] {
+
+    // Inhibition. The host db1 reaches the team and the page step; its service orders, and a
+    // DEGRADED service, reach nobody, firing or resolved.
+    assert_eq!(seq("team", "VigilProbeDown", "db1").len(), 2, "{summary}");
+    assert_eq!(seq("pagerduty", "VigilProbeDown", "db1").len(), 2, "{summary}");
+    for probe in ["orders", "cache"] {
         assert!(
-            arrived(receiver, "VigilProbeDegraded", "search", "firing").is_none(),
-            "{summary}"
+            !deliveries.iter().any(|d| d.label("probe") == probe),
+            "a service of a DOWN host was notified\n{summary}"
         );
     }
-    // api's warning is inhibited by its critical alert.
+    // The removed probe: its team step was notified firing, never resolved; the removal is a
+    // notice of its own.
+    let gone = seq("team", "VigilProbeDown", "gone");
+    assert_eq!(
+        gone.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>(),
+        ["firing"],
+        "a removed probe got a (false) recovery notice\n{summary}"
+    );
+    let removal: Vec<(String, f64)> = seq("team-changes", "VigilProbeRemoved", "gone");
+    assert_eq!(removal.len(), 1, "{summary}");
+    assert_eq!(removal[0].0, "firing");
+    // The team step mutes the probe's slowness and budget burn; the budget burn of a probe
+    // with no incident reaches the ticket queue and the team, the slow burn the tickets only.
+    for alertname in ["VigilProbeSlow", "VigilErrorBudgetBurnFast"] {
+        assert!(
+            !deliveries
+                .iter()
+                .any(|d| d.label("alertname") == alertname && d.label("probe") == "api"),
+            "{alertname} of a probe on the ladder was sent\n{summary}"
+        );
+    }
+    for receiver in ["ticket", "team"] {
+        let got = seq(receiver, "VigilErrorBudgetBurnFast", "flaky");
+        assert_eq!(
+            got.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>(),
+            ["firing", "resolved"],
+            "{receiver}\n{summary}"
+        );
+    }
+    let slow: BTreeSet<&str> = deliveries
+        .iter()
+        .filter(|d| d.label("alertname") == "VigilErrorBudgetBurnSlow")
+        .map(|d| d.receiver.as_str())
+        .collect();
+    assert_eq!(slow, BTreeSet::from(["ticket"]), "{summary}");
+    // A critical alert mutes the warning of the same alert and probe: payments pages once and
+    // reaches the team once (and their resolved notices), its warning nobody; shop-web's
+    // warning reaches the team.
+    let payments: Vec<(&str, &str, &str)> = deliveries
+        .iter()
+        .filter(|d| d.label("alertname") == "VigilCertificateExpiry" && d.label("probe") == "payments")
+        .map(|d| (d.receiver.as_str(), d.label("severity"), d.status.as_str()))
+        .collect();
+    assert_eq!(
+        payments.iter().copied().collect::<BTreeSet<_>>(),
+        BTreeSet::from([
+            ("pagerduty", "critical", "firing"),
+            ("pagerduty", "critical", "resolved"),
+            ("team", "critical", "firing"),
+            ("team", "critical", "resolved"),
+        ]),
+        "{summary}"
+    );
+    assert_eq!(payments.len(), 4, "{summary}");
+    assert_eq!(seq("team", "VigilCertificateExpiry", "shop-web").len(), 2, "{summary}");
+
+    // Two reminders, two messages, no resolved notice, nobody else.
+    let reminders: Vec<(&str, &str)> = deliveries
+        .iter()
+        .filter(|d| d.label("alertname") == "VigilProbeStillDown")
+        .map(|d| (d.receiver.as_str(), d.status.as_str()))
+        .collect();
+    assert_eq!(
+        reminders,
+        [("team-reminders", "firing"), ("team-reminders", "firing")],
+        "{summary}"
+    );
+    // The remediation request: vigil's receiver only, firing then resolved (which cancels a
+    // pending action).
+    let remediation: BTreeSet<(&str, &str)> = deliveries
+        .iter()
+        .filter(|d| d.label("alertname") == "VigilProbeDownRemediate")
+        .map(|d| (d.receiver.as_str(), d.status.as_str()))
+        .collect();
+    assert_eq!(
+        remediation,
+        BTreeSet::from([("vigil-receiver", "firing"), ("vigil-receiver", "resolved")]),
+        "{summary}"
+    );
+    // The Watchdog: the dead man's switch only, again and again, never resolved.
+    let watchdog: Vec<&Delivery> = deliveries
+        .iter()
+        .filter(|d| d.label("alertname") == "Watchdog")
+        .collect();
+    assert!(watchdog.len() >= 3, "{summary}");
     assert!(
-        !deliveries
+        watchdog
             .iter()
-            .any(|d| d.label("alertname") == "VigilProbeSlow" && d.label("probe") == "api"),
-        "an inhibited warning was sent:\n{summary}"
-    );
-    // The remediation request reaches vigil's receiver (and the info channel).
-    assert!(
-        arrived("vigil-receiver", "VigilDataStaleRemediate", "gps-ingest", "firing").is_some(),
+            .all(|d| d.receiver == "deadmansswitch" && d.status == "firing"),
         "{summary}"
     );
-    assert!(
-        arrived("team-info", "VigilDataStaleRemediate", "gps-ingest", "firing").is_some(),
-        "{summary}"
-    );
-    assert!(
-        arrived("pagerduty", "VigilDataStaleRemediate", "gps-ingest", "firing").is_none(),
-        "{summary}"
-    );
+    drop(alertmanager);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -580,6 +1284,14 @@ fn dashboards_are_valid_grafana_json() {
                         "{name}: ${variable} is not a variable of the dashboard: {expr}"
                     );
                 }
+                // Alerts that no longer exist.
+                for gone in [
+                    "VigilCertificateExpiringSoon",
+                    "VigilCertificateExpiryCritical",
+                    "VigilDataStaleRemediate",
+                ] {
+                    assert!(!expr.contains(gone), "{name}: {gone} is no alert any more: {expr}");
+                }
             }
             _ => {}
         });
@@ -661,6 +1373,374 @@ fn substitute_replaces_grafana_variables() {
     assert_eq!(
         variables_in("a{p=\"$probe\"}[${__range}] ${datasource:queryparam}"),
         ["probe", "__range", "datasource"]
+    );
+}
+
+/// What two vigil replicas (instances a and b, an HA pair) both publish, for 30 minutes at 15s:
+/// probe api DOWN from 10m (failing one run in one, 4 a minute), probe web UP, freshness source
+/// orders stale; containers gps-listener (exited, unhealthy) and api-c (running); a Kubernetes
+/// namespace with one pod not ready and in CrashLoopBackOff and one unavailable replica in each
+/// kind of workload.
+const REPLICATED: &[(&str, &str)] = &[
+    ("up", "1x120"),
+    (
+        "vigil_probe_status{probe=\"api\", kind=\"http\", team=\"platform\", status=\"down\"}",
+        "0x39 1x81",
+    ),
+    (
+        "vigil_probe_status{probe=\"api\", kind=\"http\", team=\"platform\", status=\"up\"}",
+        "1x39 0x81",
+    ),
+    (
+        "vigil_probe_status{probe=\"api\", kind=\"http\", team=\"platform\", status=\"degraded\"}",
+        "0x120",
+    ),
+    (
+        "vigil_probe_level_since_timestamp_seconds{probe=\"api\", kind=\"http\", team=\"platform\"}",
+        "0x39 600x81",
+    ),
+    (
+        "vigil_probe_runs_total{probe=\"api\", kind=\"http\", team=\"platform\"}",
+        "0+1x120",
+    ),
+    (
+        "vigil_probe_failures_total{probe=\"api\", kind=\"http\", team=\"platform\", reason=\"timeout\"}",
+        "0x39 1+1x80",
+    ),
+    (
+        "vigil_probe_failures_total{probe=\"api\", kind=\"http\", team=\"platform\", reason=\"dns\"}",
+        "0x120",
+    ),
+    (
+        "vigil_probe_retries_total{probe=\"api\", kind=\"http\", team=\"platform\"}",
+        "0x120",
+    ),
+    (
+        "vigil_probe_duration_seconds_sum{probe=\"api\", kind=\"http\", team=\"platform\"}",
+        "0+0.5x120",
+    ),
+    (
+        "vigil_probe_duration_seconds_count{probe=\"api\", kind=\"http\", team=\"platform\"}",
+        "0+1x120",
+    ),
+    (
+        "vigil_probe_duration_seconds_bucket{probe=\"api\", kind=\"http\", team=\"platform\", le=\"0.25\"}",
+        "0x120",
+    ),
+    (
+        "vigil_probe_duration_seconds_bucket{probe=\"api\", kind=\"http\", team=\"platform\", le=\"1\"}",
+        "0+1x120",
+    ),
+    (
+        "vigil_probe_duration_seconds_bucket{probe=\"api\", kind=\"http\", team=\"platform\", le=\"+Inf\"}",
+        "0+1x120",
+    ),
+    (
+        "vigil_probe_last_success_timestamp_seconds{probe=\"api\", kind=\"http\", team=\"platform\"}",
+        "0+15x39 585x81",
+    ),
+    (
+        "vigil_probe_consecutive_failures{probe=\"api\", kind=\"http\", team=\"platform\"}",
+        "0x39 1+1x80",
+    ),
+    (
+        "vigil_probe_latency_threshold_seconds{probe=\"api\", kind=\"http\", team=\"platform\", level=\"degraded\"}",
+        "1x120",
+    ),
+    (
+        "vigil_probe_latency_threshold_seconds{probe=\"api\", kind=\"http\", team=\"platform\", level=\"down\"}",
+        "5x120",
+    ),
+    (
+        "vigil_probe_http_status_code{probe=\"api\", kind=\"http\", team=\"platform\"}",
+        "200x39 500x81",
+    ),
+    (
+        "vigil_probe_http_duration_seconds{probe=\"api\", kind=\"http\", team=\"platform\", phase=\"connect\"}",
+        "0.1x120",
+    ),
+    (
+        "vigil_probe_tls_cert_expiry_timestamp_seconds{probe=\"api\", kind=\"http\", team=\"platform\"}",
+        "2000000x120",
+    ),
+    (
+        "vigil_probe_info{probe=\"api\", kind=\"http\", team=\"platform\", target=\"https://api/\"}",
+        "1x120",
+    ),
+    (
+        "vigil_probe_status{probe=\"web\", kind=\"http\", status=\"up\"}",
+        "1x120",
+    ),
+    (
+        "vigil_probe_status{probe=\"web\", kind=\"http\", status=\"down\"}",
+        "0x120",
+    ),
+    (
+        "vigil_probe_status{probe=\"web\", kind=\"http\", status=\"degraded\"}",
+        "0x120",
+    ),
+    (
+        "vigil_probe_level_since_timestamp_seconds{probe=\"web\", kind=\"http\"}",
+        "0x120",
+    ),
+    ("vigil_probe_runs_total{probe=\"web\", kind=\"http\"}", "0+1x120"),
+    (
+        "vigil_probe_failures_total{probe=\"web\", kind=\"http\", reason=\"timeout\"}",
+        "0x120",
+    ),
+    (
+        "vigil_probe_duration_seconds_sum{probe=\"web\", kind=\"http\"}",
+        "0+0.1x120",
+    ),
+    (
+        "vigil_probe_duration_seconds_count{probe=\"web\", kind=\"http\"}",
+        "0+1x120",
+    ),
+    (
+        "vigil_probe_last_success_timestamp_seconds{probe=\"web\", kind=\"http\"}",
+        "0+15x120",
+    ),
+    (
+        "vigil_probe_info{probe=\"web\", kind=\"http\", target=\"https://web/\"}",
+        "1x120",
+    ),
+    (
+        "vigil_freshness_newest_timestamp_seconds{probe=\"orders\", kind=\"sql\"}",
+        "0x120",
+    ),
+    (
+        "vigil_freshness_threshold_seconds{probe=\"orders\", kind=\"sql\"}",
+        "300x120",
+    ),
+    (
+        "vigil_freshness_warn_threshold_seconds{probe=\"orders\", kind=\"sql\"}",
+        "120x120",
+    ),
+    (
+        "vigil_container_state{container=\"gps-listener\", project=\"gps\", service=\"listener\", state=\"exited\"}",
+        "1x120",
+    ),
+    (
+        "vigil_container_state{container=\"gps-listener\", project=\"gps\", service=\"listener\", state=\"running\"}",
+        "0x120",
+    ),
+    (
+        "vigil_container_health_status{container=\"gps-listener\", project=\"gps\", service=\"listener\", status=\"unhealthy\"}",
+        "1x120",
+    ),
+    (
+        "vigil_container_health_status{container=\"gps-listener\", project=\"gps\", service=\"listener\", status=\"healthy\"}",
+        "0x120",
+    ),
+    (
+        "vigil_container_restarts_total{container=\"gps-listener\", project=\"gps\", service=\"listener\"}",
+        "0+1x120",
+    ),
+    (
+        "vigil_container_last_exit_code{container=\"gps-listener\", project=\"gps\", service=\"listener\"}",
+        "137x120",
+    ),
+    (
+        "vigil_container_oom_killed{container=\"gps-listener\", project=\"gps\", service=\"listener\"}",
+        "1x120",
+    ),
+    (
+        "vigil_container_started_timestamp_seconds{container=\"gps-listener\", project=\"gps\", service=\"listener\"}",
+        "0x120",
+    ),
+    (
+        "vigil_container_finished_timestamp_seconds{container=\"gps-listener\", project=\"gps\", service=\"listener\"}",
+        "600x120",
+    ),
+    (
+        "vigil_container_state{container=\"api-c\", project=\"shop\", service=\"api\", state=\"running\"}",
+        "1x120",
+    ),
+    (
+        "vigil_container_state{container=\"api-c\", project=\"shop\", service=\"api\", state=\"exited\"}",
+        "0x120",
+    ),
+    (
+        "vigil_container_health_status{container=\"api-c\", project=\"shop\", service=\"api\", status=\"healthy\"}",
+        "1x120",
+    ),
+    (
+        "vigil_container_health_status{container=\"api-c\", project=\"shop\", service=\"api\", status=\"unhealthy\"}",
+        "0x120",
+    ),
+    (
+        "vigil_container_restarts_total{container=\"api-c\", project=\"shop\", service=\"api\"}",
+        "0x120",
+    ),
+    (
+        "vigil_container_last_exit_code{container=\"api-c\", project=\"shop\", service=\"api\"}",
+        "0x120",
+    ),
+    (
+        "vigil_container_oom_killed{container=\"api-c\", project=\"shop\", service=\"api\"}",
+        "0x120",
+    ),
+    (
+        "vigil_container_started_timestamp_seconds{container=\"api-c\", project=\"shop\", service=\"api\"}",
+        "0x120",
+    ),
+    ("vigil_docker_up", "1x120"),
+    ("vigil_kube_up", "1x120"),
+    ("vigil_config_last_reload_successful", "1x120"),
+    (
+        "vigil_kube_pod_status_ready{namespace=\"gps\", pod=\"p1\", condition=\"true\"}",
+        "0x120",
+    ),
+    (
+        "vigil_kube_pod_status_ready{namespace=\"gps\", pod=\"p2\", condition=\"true\"}",
+        "1x120",
+    ),
+    (
+        "vigil_kube_pod_container_status_waiting_reason{namespace=\"gps\", pod=\"p1\", container=\"c\", reason=\"CrashLoopBackOff\"}",
+        "1x120",
+    ),
+    (
+        "vigil_kube_pod_container_status_restarts_total{namespace=\"gps\", pod=\"p1\", container=\"c\"}",
+        "0+1x120",
+    ),
+    (
+        "vigil_kube_pod_container_status_last_terminated_reason{namespace=\"gps\", pod=\"p1\", container=\"c\", reason=\"OOMKilled\"}",
+        "1x120",
+    ),
+    (
+        "vigil_kube_deployment_status_replicas_unavailable{namespace=\"gps\", deployment=\"d\"}",
+        "1x120",
+    ),
+    (
+        "vigil_kube_statefulset_replicas{namespace=\"gps\", statefulset=\"s\"}",
+        "3x120",
+    ),
+    (
+        "vigil_kube_statefulset_status_replicas_ready{namespace=\"gps\", statefulset=\"s\"}",
+        "2x120",
+    ),
+    (
+        "vigil_kube_daemonset_status_number_unavailable{namespace=\"gps\", daemonset=\"ds\"}",
+        "1x120",
+    ),
+];
+
+/// (dashboard, panel title, query index, the sum of its result for one probe or container):
+/// counts and per-interval totals that a replica must not double.
+const COUNTED_ONCE: &[(&str, &str, usize, f64)] = &[
+    ("vigil-overview.json", "Probes DOWN", 0, 1.0),
+    ("vigil-overview.json", "Probes DEGRADED", 0, 0.0),
+    ("vigil-overview.json", "Probes UP", 0, 1.0),
+    ("vigil-overview.json", "Stale sources", 0, 1.0),
+    ("vigil-overview.json", "Containers not running", 0, 1.0),
+    ("vigil-overview.json", "Unhealthy containers", 0, 1.0),
+    ("vigil-overview.json", "Pods not ready", 0, 1.0),
+    ("vigil-overview.json", "Failed runs by probe", 0, 4.0),
+    ("vigil-probe.json", "Failed runs by reason", 0, 4.0),
+    ("vigil-probe.json", "Runs and retries", 0, 4.0),
+    ("vigil-probe.json", "Runs and retries", 1, 0.0),
+    ("vigil-containers.json", "Running", 0, 1.0),
+    ("vigil-containers.json", "Not running", 0, 1.0),
+    ("vigil-containers.json", "Unhealthy", 0, 1.0),
+    ("vigil-containers.json", "Restarts", 0, 4.0),
+    ("vigil-containers.json", "Containers by state", 0, 2.0),
+    ("vigil-containers.json", "Health", 0, 2.0),
+    ("vigil-kubernetes.json", "Pods not ready", 0, 1.0),
+    ("vigil-kubernetes.json", "Containers in CrashLoopBackOff", 0, 1.0),
+    ("vigil-kubernetes.json", "Unavailable replicas", 0, 3.0),
+    ("vigil-kubernetes.json", "Container restarts", 0, 4.0),
+    ("vigil-kubernetes.json", "Waiting containers by reason", 0, 1.0),
+];
+
+/// "Two replicas double everything" no more: with two vigils (a and b) publishing the same
+/// probes, containers and workloads, every panel query of the overview, probe detail,
+/// freshness, containers and Kubernetes dashboards returns no series per replica (no
+/// `instance` in its result), and counts and totals are those of one vigil. Run with
+/// `promtool test rules` on the shipped rules (the overview counts probes with their recording
+/// rule), `$probe` = api (the overview: every probe), other variables `.*`.
+#[test]
+fn dashboards_count_each_probe_once_across_two_replicas() {
+    let mut input = String::new();
+    for instance in ["a", "b"] {
+        for (series, values) in REPLICATED {
+            let labelled = match series.split_once('{') {
+                Some((name, rest)) => format!("{name}{{job=\"vigil\", instance=\"{instance}\", {rest}"),
+                None => format!("{series}{{job=\"vigil\", instance=\"{instance}\"}}"),
+            };
+            input += &format!("      - series: '{labelled}'\n        values: {values}\n");
+        }
+    }
+    let intervals = Intervals {
+        interval: "1m",
+        rate_interval: "1m",
+        range: "1h",
+    };
+    let mut checks = String::new();
+    let mut counted = 0;
+    for (name, dashboard) in dashboards() {
+        if name == "vigil-alerts.json" {
+            continue; // ALERTS and the receiver's metrics: not published by vigil
+        }
+        let probe = match name.as_str() {
+            "vigil-overview.json" => ".*",
+            "vigil-freshness.json" => "orders",
+            _ => "api",
+        };
+        let value = |variable: &str| -> String {
+            intervals.value(variable).unwrap_or_else(|| match variable {
+                "probe" => probe.to_string(),
+                _ => ".*".to_string(),
+            })
+        };
+        let mut index: BTreeMap<String, usize> = BTreeMap::new();
+        for query in panel_queries(&dashboard) {
+            let title = query.panel.split_once(' ').map_or("", |(_, t)| t).to_string();
+            let i = *index.entry(title.clone()).and_modify(|i| *i += 1).or_insert(0);
+            let expr = substitute(&query.expr, &value);
+            let indented: String = expr.lines().map(|l| format!("          {l}\n")).collect();
+            checks += &format!(
+                "      # {name} {}\n      - expr: |-\n          group by (instance) (\n{indented}          )\n        eval_time: 30m\n        exp_samples:\n          - labels: '{{}}'\n            value: 1\n",
+                query.panel
+            );
+            if let Some((_, _, _, sum)) = COUNTED_ONCE
+                .iter()
+                .find(|(d, t, k, _)| *d == name && *t == title && *k == i)
+            {
+                checks += &format!(
+                    "      - expr: |-\n          sum(\n{indented}          )\n        eval_time: 30m\n        exp_samples:\n          - labels: '{{}}'\n            value: {sum}\n"
+                );
+                counted += 1;
+            }
+        }
+    }
+    assert_eq!(counted, COUNTED_ONCE.len(), "a panel of COUNTED_ONCE is missing");
+    let rule_files: String = ["vigil-escalation.yml", "vigil-recording.yml", "vigil-alerts.yml"]
+        .iter()
+        .map(|f| format!("  - {}\n", path_str(&repo("rules").join(f))))
+        .collect();
+    let test = format!(
+        "rule_files:\n{rule_files}evaluation_interval: 15s\ngroup_eval_order:\n{}tests:\n  - name: two replicas\n    interval: 15s\n    input_series:\n{input}    promql_expr_test:\n{checks}",
+        [
+            "vigil-escalation",
+            "vigil-slo-error-ratios",
+            "vigil-slo-objectives",
+            "vigil-probes",
+            "vigil-freshness",
+            "vigil-tls",
+            "vigil-slo",
+            "vigil-containers",
+            "vigil-kubernetes",
+            "vigil-meta",
+        ]
+        .iter()
+        .map(|g| format!("  - {g}\n"))
+        .collect::<String>()
+    );
+    let dir = TempDir::new("dashboards-replicas");
+    let file = dir.file("two-replicas.yml", &test);
+    assert_success(
+        &format!("dashboard queries against two replicas ({})", file.display()),
+        &promtool(&["test", "rules", path_str(&file)]),
     );
 }
 

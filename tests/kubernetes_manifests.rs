@@ -234,17 +234,29 @@ fn deployment_service_and_config_agree() {
     assert_eq!(security.read_only_root_filesystem, Some(true));
     assert_eq!(security.allow_privilege_escalation, Some(false));
 
-    // The config file comes from the ConfigMap's key, mounted where --config points.
-    let [mount] = container.volume_mounts.as_deref().unwrap() else {
-        panic!("one mount")
+    // The config file comes from the ConfigMap's key, mounted where --config points; the state
+    // folder (--storage.path) is a writable volume, the root file system being read-only.
+    let mounts = container.volume_mounts.as_deref().unwrap();
+    let volumes = template.volumes.as_deref().unwrap();
+    let [mount, state] = mounts else {
+        panic!("two mounts: the config and the state")
     };
     let key = Path::new(config_path)
         .strip_prefix(&mount.mount_path)
         .expect("--config inside the mount");
-    let [volume] = template.volumes.as_deref().unwrap() else {
-        panic!("one volume")
-    };
-    assert_eq!(volume.name, mount.name);
+    let storage = args
+        .iter()
+        .position(|a| a == "--storage.path")
+        .map(|i| args[i + 1].as_str())
+        .expect("--storage.path");
+    assert_eq!(state.mount_path, storage);
+    assert_ne!(state.read_only, Some(true));
+    let state_volume = volumes.iter().find(|v| v.name == state.name).expect("the state volume");
+    assert!(state_volume.empty_dir.is_some() || state_volume.persistent_volume_claim.is_some());
+    let volume = volumes
+        .iter()
+        .find(|v| v.name == mount.name)
+        .expect("the config volume");
     assert_eq!(
         volume.config_map.as_ref().unwrap().name,
         config_map.metadata.name.clone().unwrap()
