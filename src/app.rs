@@ -4,7 +4,7 @@
 //! read and cannot change, and the [`Control`] that alone starts, reloads and stops it.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::watch;
 use tracing::{error, info, warn};
@@ -15,6 +15,7 @@ use crate::inventory::docker::{self, DockerCollector};
 use crate::inventory::kubernetes;
 use crate::live;
 use crate::metrics::{self, ReloadMetrics};
+use crate::poison::{LockUnpoisoned, RwLockUnpoisoned};
 use crate::probe::net::Sockets;
 use crate::probe::{CheckContext, Kind};
 use crate::scheduler::{Applied, Scheduler, Shard, Sinks};
@@ -155,7 +156,7 @@ impl Control {
     /// `vigil_config_last_reload_successful`, which drops to 0; so does a reload that panics
     /// (a bug in vigil): the panic is caught here and reported as a failed reload.
     pub fn reload(&self) -> Result<Applied, ReloadError> {
-        let _one_at_a_time = self.reloading.lock().unwrap_or_else(PoisonError::into_inner);
+        let _one_at_a_time = self.reloading.lock_unpoisoned();
         match catch_panic(|| self.apply_reload()) {
             Ok(result) => result,
             Err(message) => {
@@ -181,13 +182,13 @@ impl Control {
                 let applied = self.scheduler.apply(&config);
                 forget_removed_heartbeats(&self.context, &config);
                 if config.docker != running.docker {
-                    let mut watcher = self.docker_watcher.lock().unwrap_or_else(PoisonError::into_inner);
+                    let mut watcher = self.docker_watcher.lock_unpoisoned();
                     *watcher = None;
                     *watcher = self.docker.watch(&config.docker);
                 }
                 // Restarts the watchers only when the section changed; totals are kept.
                 self.kubernetes.apply(&config.kubernetes);
-                *self.view.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(config);
+                *self.view.config.write_unpoisoned() = Arc::new(config);
                 self.reload_metrics.record(true);
                 info!(
                     started = applied.started,
@@ -216,7 +217,7 @@ impl Control {
     pub fn stop(&self) {
         self.begin_shutdown();
         self.scheduler.stop();
-        *self.docker_watcher.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        *self.docker_watcher.lock_unpoisoned() = None;
         self.kubernetes.stop();
     }
 

@@ -13,6 +13,7 @@ pub mod live;
 pub mod metrics;
 pub mod once;
 pub mod persist;
+pub mod poison;
 pub mod printable;
 pub mod probe;
 pub mod receiver;
@@ -21,6 +22,7 @@ pub mod secret;
 pub mod spec;
 pub mod state;
 pub mod status;
+pub mod table;
 pub mod view;
 pub mod web;
 

@@ -21,6 +21,53 @@ pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; char
 /// `Content-Type` of the classic Prometheus text format.
 pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// The text format a scrape is answered in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// OpenMetrics, when the client takes it (Prometheus does).
+    OpenMetrics,
+    /// The classic Prometheus text format 0.0.4 (curl, promtool).
+    Classic,
+}
+
+impl Format {
+    /// The format the `Accept` headers of a request ask for.
+    pub fn negotiate(headers: &http::HeaderMap) -> Format {
+        let openmetrics = headers
+            .get_all(http::header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.contains("application/openmetrics-text"));
+        if openmetrics {
+            Format::OpenMetrics
+        } else {
+            Format::Classic
+        }
+    }
+
+    /// Whether it is OpenMetrics.
+    pub fn is_openmetrics(self) -> bool {
+        self == Format::OpenMetrics
+    }
+
+    /// Its `Content-Type`.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => OPENMETRICS,
+            Format::Classic => PROMETHEUS_TEXT,
+        }
+    }
+}
+
+/// Registers `vigil_build_info{version}`, which every process of vigil publishes.
+pub fn register_build_info(registry: &mut Registry) {
+    registry.register(
+        "vigil_build",
+        "vigil's version",
+        Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+    );
+}
+
 /// Seconds since the Unix epoch.
 pub fn unix_seconds(t: SystemTime) -> f64 {
     match t.duration_since(SystemTime::UNIX_EPOCH) {
@@ -52,11 +99,7 @@ impl ReloadMetrics {
 /// from which alert rules build their runbook links), reload gauges and the probe collector.
 pub fn registry(state: Arc<State>, reload: &ReloadMetrics, external_url: Option<&str>) -> Registry {
     let mut registry = Registry::default();
-    registry.register(
-        "vigil_build",
-        "vigil's version",
-        Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
-    );
+    register_build_info(&mut registry);
     if let Some(url) = external_url {
         registry.register(
             "vigil_web",

@@ -1,9 +1,9 @@
 //! `vigil once`: every probe once, concurrently, as a table.
 
-use std::fmt::Write;
+use std::fmt::Write as _;
 
 use crate::config::{Config, ProbeDef};
-use crate::probe::Level;
+use crate::probe::{Level, Reason};
 use crate::scheduler;
 use crate::state::Outcome;
 
@@ -25,10 +25,19 @@ pub async fn run(config: &Config) -> crate::Result<Vec<(&ProbeDef, Outcome)>> {
         .collect();
     let mut results = Vec::with_capacity(tasks.len());
     for (def, task) in config.probes.iter().zip(tasks) {
-        // `execute` catches a probe's panic itself; a join error means the runtime is going away.
-        if let Ok(outcome) = task.await {
-            results.push((def, outcome));
-        }
+        // `execute` catches a probe's panic itself; a task that fails all the same is a DOWN
+        // row, never a missing one (which would let "all UP" pass).
+        let outcome = task.await.unwrap_or_else(|e| Outcome {
+            level: Level::Down,
+            reason: Some(Reason::Internal),
+            detail: format!("the probe's task failed: {e}"),
+            duration: std::time::Duration::ZERO,
+            observations: Default::default(),
+            at: std::time::SystemTime::now(),
+            retries: 0,
+            pending: false,
+        });
+        results.push((def, outcome));
     }
     Ok(results)
 }
@@ -58,17 +67,7 @@ pub fn table(results: &[(&ProbeDef, Outcome)]) -> String {
         })
         .collect();
     let header = ["PROBE", "KIND", "LEVEL", "LATENCY", "REASON"];
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in std::iter::once(header.map(String::from)).chain(rows) {
-        let line: Vec<String> = row.iter().zip(widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
-        let _ = writeln!(out, "{}", line.join("  ").trim_end());
-    }
+    let mut out = crate::table::render(header, &rows);
     let up = results.iter().filter(|(_, o)| o.level == Level::Up).count();
     let degraded = results.iter().filter(|(_, o)| o.level == Level::Degraded).count();
     let _ = writeln!(

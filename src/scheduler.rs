@@ -3,7 +3,7 @@
 //! Probe kinds only make single attempts.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{Semaphore, broadcast};
@@ -14,6 +14,7 @@ use tracing::{Instrument, info, warn};
 use crate::config::{Config, ProbeDef, Timing};
 use crate::history::{History, unix_ms};
 use crate::live;
+use crate::poison::LockUnpoisoned;
 use crate::probe::{CheckContext, Checked, Level, Probe, Reason};
 use crate::state::{Outcome, ProbeHandle, State, lock};
 
@@ -188,7 +189,7 @@ impl Scheduler {
     /// Makes the running probes match `config`: starts new ones, restarts changed ones, stops
     /// removed ones (their series vanish) and leaves the rest running undisturbed.
     pub fn apply(&self, config: &Config) -> Applied {
-        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut inner = self.inner.lock_unpoisoned();
         let mut applied = Applied::default();
         let restart_all = inner.concurrency != config.concurrency;
         if restart_all {
@@ -249,7 +250,7 @@ impl Scheduler {
 
     /// Stops every probe.
     pub fn stop(&self) {
-        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut inner = self.inner.lock_unpoisoned();
         for (_, task) in inner.tasks.drain() {
             task.handle.abort();
         }

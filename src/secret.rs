@@ -83,6 +83,19 @@ impl fmt::Debug for SecretSource {
     }
 }
 
+impl Secret {
+    /// Whether `offered` is this secret, compared in constant time (a bearer token from a
+    /// request: the time taken says nothing about how much of it was right).
+    pub fn matches(&self, offered: &str) -> bool {
+        constant_time_eq(self.expose().as_bytes(), offered.as_bytes())
+    }
+}
+
+/// `a == b` in time that depends on the lengths only.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Words that mark a query parameter or a header as secret wherever they appear in its name
 /// (case-insensitive): `access_token`, `X-Api-Key`, `passwd`, `sessionid`, `Authorization` ...
 pub const SECRET_WORDS: &[&str] = &[

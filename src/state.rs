@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -19,6 +19,7 @@ use tracing::warn;
 
 use crate::config::{ProbeDef, Timing};
 use crate::history::{from_unix_ms, unix_ms};
+use crate::poison::{LockUnpoisoned, RwLockUnpoisoned};
 use crate::probe::{Kind, Level, Observations, Reason, Thresholds};
 
 /// The result of one scheduled run (after retries and latency thresholds).
@@ -344,7 +345,7 @@ pub type ProbeHandle = Arc<Mutex<ProbeState>>;
 
 /// Locks a probe's state; a panic elsewhere never makes the state unreadable.
 pub fn lock(handle: &ProbeHandle) -> MutexGuard<'_, ProbeState> {
-    handle.lock().unwrap_or_else(PoisonError::into_inner)
+    handle.lock_unpoisoned()
 }
 
 /// The state of every configured probe, by name.
@@ -411,7 +412,7 @@ impl State {
     /// a change of the labels too.
     pub fn upsert(&self, def: &ProbeDef) -> ProbeHandle {
         let meta = ProbeMeta::of(def);
-        let mut probes = self.probes.write().unwrap_or_else(PoisonError::into_inner);
+        let mut probes = self.probes.write_unpoisoned();
         let mut carried = None;
         if let Some(handle) = probes.get(&def.name) {
             let mut state = lock(handle);
@@ -429,12 +430,7 @@ impl State {
             }
         }
         let mut state = ProbeState::new(meta, self.dirty.clone());
-        let restored = carried.or_else(|| {
-            self.saved
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&def.name)
-        });
+        let restored = carried.or_else(|| self.saved.lock_unpoisoned().remove(&def.name));
         if let Some(saved) = restored.filter(|s| s.kind == def.kind().as_str()) {
             state.restore(&saved);
         }
@@ -445,7 +441,7 @@ impl State {
 
     /// Forgets every probe not in `names`; their series vanish from `/metrics`.
     pub fn retain(&self, names: &HashSet<&str>) {
-        let mut probes = self.probes.write().unwrap_or_else(PoisonError::into_inner);
+        let mut probes = self.probes.write_unpoisoned();
         let before = probes.len();
         probes.retain(|name, _| names.contains(name.as_str()));
         if probes.len() != before {
@@ -455,21 +451,12 @@ impl State {
 
     /// Every probe's handle, sorted by name.
     pub fn handles(&self) -> Vec<ProbeHandle> {
-        self.probes
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect()
+        self.probes.read_unpoisoned().values().cloned().collect()
     }
 
     /// One probe's handle.
     pub fn get(&self, name: &str) -> Option<ProbeHandle> {
-        self.probes
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(name)
-            .cloned()
+        self.probes.read_unpoisoned().get(name).cloned()
     }
 
     /// Writes the state file now (when state is kept on disk).
@@ -482,8 +469,7 @@ impl State {
         self.dirty.level.store(false, Ordering::Relaxed);
         let probes: BTreeMap<String, Saved> = self
             .probes
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
+            .read_unpoisoned()
             .iter()
             .filter_map(|(name, handle)| Some((name.clone(), lock(handle).saved()?)))
             .collect();

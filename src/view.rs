@@ -2,7 +2,7 @@
 //! state and history, the live feed, the inventories, the registry. Nothing here can reload,
 //! stop or change what runs; that is [`crate::app::Control`]'s alone.
 
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, RwLock};
 
 use prometheus_client::registry::Registry;
 use tokio::sync::{broadcast, watch};
@@ -12,6 +12,7 @@ use crate::history::History;
 use crate::inventory::docker;
 use crate::live;
 use crate::metrics::{self, ReloadMetrics};
+use crate::poison::RwLockUnpoisoned;
 use crate::probe::CheckContext;
 use crate::probe::heartbeat::Beats;
 use crate::probe::net::Sockets;
@@ -39,7 +40,7 @@ pub struct View {
 impl View {
     /// The config in force.
     pub fn config(&self) -> Arc<Config> {
-        self.config.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.config.read_unpoisoned().clone()
     }
 
     /// Every recorded run from now on (the status page's live updates).

@@ -8,13 +8,14 @@ pub mod settings;
 mod store;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::warn;
 
 use crate::config;
+use crate::poison::{LockUnpoisoned, RwLockUnpoisoned};
 use crate::probe::Level;
 use crate::state::Outcome;
 use buckets::Buckets;
@@ -213,12 +214,11 @@ impl History {
     }
 
     fn entry(&self, name: &str) -> Arc<Mutex<ProbeHistory>> {
-        if let Some(entry) = self.probes.read().unwrap_or_else(PoisonError::into_inner).get(name) {
+        if let Some(entry) = self.probes.read_unpoisoned().get(name) {
             return entry.clone();
         }
         self.probes
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
+            .write_unpoisoned()
             .entry(name.to_string())
             .or_default()
             .clone()
@@ -249,12 +249,7 @@ impl History {
 
     /// A copy of one probe's history (empty if it has none).
     pub fn probe(&self, name: &str) -> ProbeHistory {
-        let entry = self
-            .probes
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(name)
-            .cloned();
+        let entry = self.probes.read_unpoisoned().get(name).cloned();
         entry.map(|e| lock(&e).clone()).unwrap_or_default()
     }
 
@@ -304,5 +299,5 @@ impl History {
 }
 
 fn lock(entry: &Mutex<ProbeHistory>) -> MutexGuard<'_, ProbeHistory> {
-    entry.lock().unwrap_or_else(PoisonError::into_inner)
+    entry.lock_unpoisoned()
 }

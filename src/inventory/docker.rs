@@ -12,9 +12,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use crate::poison::LockUnpoisoned;
 use bollard::Docker;
 use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder};
 use futures_util::StreamExt;
@@ -373,15 +374,11 @@ impl Inventory {
 
     /// The containers as last seen, by id.
     pub fn containers(&self) -> BTreeMap<String, Container> {
-        self.snapshot
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .containers
-            .clone()
+        self.snapshot.lock_unpoisoned().containers.clone()
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Snapshot) -> R) -> R {
-        f(&mut self.snapshot.lock().unwrap_or_else(PoisonError::into_inner))
+        f(&mut self.snapshot.lock_unpoisoned())
     }
 }
 
@@ -597,7 +594,7 @@ impl Collector for DockerCollector {
         )?;
         let mut up = up;
         up.encode_gauge(&i64::from(self.0.up()))?;
-        let snapshot = self.0.snapshot.lock().unwrap_or_else(PoisonError::into_inner);
+        let snapshot = self.0.snapshot.lock_unpoisoned();
         let containers = &snapshot.containers;
         let mut family = encoder.encode_descriptor(
             "vigil_container_state",

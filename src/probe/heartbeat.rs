@@ -7,13 +7,14 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
 use super::freshness::{self, Thresholds};
 use super::{Built, CheckContext, Checked, Observations, Reason, Role};
+use crate::poison::LockUnpoisoned;
 use crate::secret::{Secret, SecretSource};
 use crate::spec::BuildContext;
 
@@ -43,8 +44,7 @@ pub struct Settings {
 impl Settings {
     /// Whether `offered` is this heartbeat's token (compared in constant time).
     pub fn accepts(&self, offered: &str) -> bool {
-        let (a, b) = (self.token.expose().as_bytes(), offered.as_bytes());
-        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        self.token.matches(offered)
     }
 }
 
@@ -200,7 +200,7 @@ impl Beats {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
-        self.kept.lock().unwrap_or_else(PoisonError::into_inner)
+        self.kept.lock_unpoisoned()
     }
 
     fn write(&self, kept: &Kept) -> std::io::Result<()> {

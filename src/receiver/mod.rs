@@ -14,7 +14,7 @@ pub mod remediation;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
@@ -30,6 +30,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::config::ReceiverConfig;
+use crate::poison::LockUnpoisoned;
 use crate::secret::{Secret, SecretSource};
 use crate::spec::BuildContext;
 use payload::{Alert, Payload};
@@ -272,11 +273,7 @@ impl Receiver {
         let (by_probe, by_container) = targets(config);
         let metrics = Metrics::default();
         let mut registry = Registry::default();
-        registry.register(
-            "vigil_build",
-            "vigil's version",
-            prometheus_client::metrics::info::Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
-        );
+        crate::metrics::register_build_info(&mut registry);
         registry.register(
             "vigil_remediation_actions",
             "Remediation actions, by action and outcome (done, dry_run, failed)",
@@ -435,17 +432,13 @@ impl Receiver {
         let target = self.target_of(alert).cloned();
         let now = SystemTime::now();
         let decision = {
-            let mut history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut history = self.history.lock_unpoisoned();
             history.prune(&self.settings.guards, now);
             decide(alert, target.as_ref(), &history, &self.settings.guards, now)
         };
         match decision {
             Decision::Cancel => {
-                let cancelled = self
-                    .pending
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .remove(&alert.fingerprint);
+                let cancelled = self.pending.lock_unpoisoned().remove(&alert.fingerprint);
                 if let Some((target, _, _)) = cancelled {
                     self.audit(
                         alert,
@@ -469,7 +462,7 @@ impl Receiver {
             Decision::Schedule(at) => {
                 if let Some(target) = target {
                     // Alertmanager repeats a firing alert: the first delivery sets the due time.
-                    let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+                    let mut pending = self.pending.lock_unpoisoned();
                     if pending.contains_key(&alert.fingerprint) {
                         return;
                     }
@@ -497,13 +490,7 @@ impl Receiver {
             ..self.settings.guards
         };
         // Check again: a scheduled action's guards may have changed while it waited.
-        let decision = decide(
-            alert,
-            Some(target),
-            &self.history.lock().unwrap_or_else(PoisonError::into_inner),
-            &guards,
-            now,
-        );
+        let decision = decide(alert, Some(target), &self.history.lock_unpoisoned(), &guards, now);
         if let Decision::Suppress(why) = decision {
             return self.suppress(alert, Some(target), why, "");
         }
@@ -525,7 +512,7 @@ impl Receiver {
             return self.suppress(alert, Some(target), Suppressed::Precondition, &why);
         }
         {
-            let mut history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut history = self.history.lock_unpoisoned();
             history.record(target, &alert_key(alert), now);
             self.save_history(&history);
         }
@@ -555,11 +542,7 @@ impl Receiver {
         if payload.receiver != relay.receiver {
             return;
         }
-        let admitted = relay.admit(
-            &mut self.groups.lock().unwrap_or_else(PoisonError::into_inner),
-            payload,
-            SystemTime::now(),
-        );
+        let admitted = relay.admit(&mut self.groups.lock_unpoisoned(), payload, SystemTime::now());
         if let Err(held) = admitted {
             tracing::debug!(group = payload.group_key, ?held, "WhatsApp message held back");
             return;
@@ -591,7 +574,7 @@ async fn work(receiver: Arc<Receiver>, mut deliveries: mpsc::Receiver<Payload>) 
             _ = tick.tick() => {
                 let now = SystemTime::now();
                 let due: Vec<(Target, Alert)> = {
-                    let mut pending = receiver.pending.lock().unwrap_or_else(PoisonError::into_inner);
+                    let mut pending = receiver.pending.lock_unpoisoned();
                     let keys: Vec<String> = pending.iter().filter(|(_, (_, _, at))| *at <= now).map(|(k, _)| k.clone()).collect();
                     keys.into_iter().filter_map(|k| pending.remove(&k)).map(|(t, a, _)| (t, a)).collect()
                 };
@@ -626,11 +609,7 @@ async fn webhook(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, body
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let expected = receiver.settings.token.expose().as_bytes();
-    let ok = token.is_some_and(|t| {
-        let t = t.trim().as_bytes();
-        t.len() == expected.len() && t.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
-    });
+    let ok = token.is_some_and(|t| receiver.settings.token.matches(t.trim()));
     if !ok {
         count("unauthorized");
         return (
@@ -664,19 +643,9 @@ async fn webhook(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, body
 }
 
 async fn metrics(State(receiver): State<Arc<Receiver>>, headers: HeaderMap) -> Response {
-    let openmetrics = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("application/openmetrics-text"));
-    match crate::metrics::encode(&receiver.registry, openmetrics) {
-        Ok(body) => {
-            let content_type = if openmetrics {
-                crate::metrics::OPENMETRICS
-            } else {
-                crate::metrics::PROMETHEUS_TEXT
-            };
-            ([(header::CONTENT_TYPE, content_type)], body).into_response()
-        }
+    let format = crate::metrics::Format::negotiate(&headers);
+    match crate::metrics::encode(&receiver.registry, format.is_openmetrics()) {
+        Ok(body) => ([(header::CONTENT_TYPE, format.content_type())], body).into_response(),
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "encoding metrics failed\n").into_response(),
     }
 }

@@ -184,17 +184,7 @@ pub fn table(status: &Status) -> String {
             .map(|cell| printable(&cell).into_owned())
         })
         .collect();
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in std::iter::once(header.map(String::from)).chain(rows) {
-        let line: Vec<String> = row.iter().zip(widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
-        let _ = writeln!(out, "{}", line.join("  ").trim_end());
-    }
+    let mut out = crate::table::render(header, &rows);
     let s = &status.summary;
     let _ = write!(out, "\n{} up, {} degraded, {} down", s.up, s.degraded, s.down);
     if s.pending > 0 {

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -29,6 +29,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use super::connections::{Conn, Connections, Deadlined, Tracked};
+use crate::poison::LockUnpoisoned;
 
 /// `--web.external-url` checked and ending in `/`.
 pub fn external_url(text: &str) -> Result<String, String> {
@@ -149,17 +150,12 @@ impl BasicAuth {
             return false;
         };
         let key = self.hasher.hash_one((user, password, hash));
-        if self
-            .verified
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains(&key)
-        {
+        if self.verified.lock_unpoisoned().contains(&key) {
             return true;
         }
         let ok = bcrypt::verify(password, hash).unwrap_or(false);
         if ok {
-            let mut verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut verified = self.verified.lock_unpoisoned();
             if verified.len() > 1024 {
                 verified.clear();
             }

@@ -41,22 +41,9 @@ pub fn router(control: Arc<Control>) -> Router {
         .merge(reload)
 }
 
-/// Whether the client takes OpenMetrics (Prometheus does); otherwise the classic text format.
-fn wants_openmetrics(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("application/openmetrics-text"))
-}
-
 async fn metrics_handler(State(app): State<Arc<View>>, headers: HeaderMap) -> Response {
-    let openmetrics = wants_openmetrics(&headers);
-    let content_type = if openmetrics {
-        metrics::OPENMETRICS
-    } else {
-        metrics::PROMETHEUS_TEXT
-    };
+    let format = metrics::Format::negotiate(&headers);
+    let (openmetrics, content_type) = (format.is_openmetrics(), format.content_type());
     // The page is encoded on a blocking thread and sent in pieces as it is made, so a large
     // inventory is never held whole in memory. A piece that cannot be queued at once (a slow
     // client) is kept and sent with the next one: encoding never waits, since it holds each

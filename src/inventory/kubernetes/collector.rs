@@ -3,7 +3,7 @@
 //! vanish from `/metrics` with nothing to clean up.
 
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use prometheus_client::collector::Collector;
@@ -11,6 +11,7 @@ use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 
 use super::snapshot::{ObjectMetaSummary, Readiness, Snapshot};
+use crate::poison::LockUnpoisoned;
 
 /// Label pairs of one series.
 type Labels<'a> = Vec<(&'a str, &'a str)>;
@@ -81,7 +82,7 @@ fn object_gauges<T>(
 
 impl Collector for KubeCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
-        let mut snapshot = self.snapshot.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut snapshot = self.snapshot.lock_unpoisoned();
         if !snapshot.enabled() {
             return Ok(());
         }

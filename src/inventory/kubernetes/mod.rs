@@ -9,13 +9,14 @@ pub(crate) mod watch;
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::task::JoinHandle;
 use tracing::info;
 
+use crate::poison::LockUnpoisoned;
 use crate::spec::BuildContext;
 pub use collector::KubeCollector;
 use snapshot::Snapshot;
@@ -175,7 +176,7 @@ impl Inventory {
     }
 
     fn start(&self, config: &Config, source: impl FnOnce() -> ClientSource) -> bool {
-        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut running = self.running.lock_unpoisoned();
         let before = running.as_ref().map(|r| &r.config);
         if !config.enabled {
             let was_running = running.take().map(|old| old.task.abort()).is_some();
@@ -210,14 +211,14 @@ impl Inventory {
 
     /// Stops the watchers (at shutdown); what they saw stays published.
     pub fn stop(&self) {
-        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut running = self.running.lock_unpoisoned();
         if let Some(old) = running.take() {
             old.task.abort();
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Snapshot> {
-        self.snapshot.lock().unwrap_or_else(PoisonError::into_inner)
+        self.snapshot.lock_unpoisoned()
     }
 }
 

@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 use std::fmt::Debug;
 use std::pin::pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -24,6 +24,7 @@ use super::Config;
 use super::snapshot::{
     DaemonSetSummary, DeploymentSummary, ObjectKind, PodSummary, Snapshot, StatefulSetSummary, Summary,
 };
+use crate::poison::LockUnpoisoned;
 
 /// A Kubernetes object kind vigil watches.
 trait Watched:
@@ -164,7 +165,7 @@ pub(crate) async fn client_from(kubeconfig: Option<&std::path::Path>) -> Result<
 }
 
 fn lock(snapshot: &Mutex<Snapshot>) -> MutexGuard<'_, Snapshot> {
-    snapshot.lock().unwrap_or_else(PoisonError::into_inner)
+    snapshot.lock_unpoisoned()
 }
 
 /// One watcher: one kind in one namespace (or all).
