@@ -87,14 +87,14 @@ impl Control {
         let mut context = context_for(&config)?;
         context.sockets = sockets;
         let state = Arc::new(match config.state_dir.path() {
-            Some(dir) => State::open(dir).map_err(|e| crate::Error::State(e.to_string()))?,
+            Some(dir) => State::open(dir)?,
             None => State::in_memory(),
         });
         state.keep_saved();
         let reload_metrics = ReloadMetrics::default();
         reload_metrics.record(true);
         let mut registry = metrics::registry(state.clone(), &reload_metrics, external_url.as_deref());
-        let docker = Arc::new(docker::Inventory::open(config.state_dir.path()).map_err(crate::Error::State)?);
+        let docker = Arc::new(docker::Inventory::open(config.state_dir.path())?);
         docker.keep_saved();
         registry.register_collector(Box::new(DockerCollector(docker.clone())));
         let docker_watcher = docker.watch(&config.docker);
@@ -148,7 +148,7 @@ impl Control {
 
     /// Waits until the history store is open and read back; an error says why it is not
     /// (history is then kept in memory only).
-    pub async fn ready(&self) -> Result<(), String> {
+    pub async fn ready(&self) -> Result<(), crate::history::HistoryError> {
         self.history.ready().await
     }
 

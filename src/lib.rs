@@ -34,10 +34,16 @@ pub enum Error {
     Config(#[from] config::ConfigErrors),
     /// State kept across restarts cannot be read.
     #[error("state: {0}")]
-    State(String),
+    State(#[from] persist::StateFileError),
+    /// `vigil receiver` on a config without a `receiver:` section.
+    #[error("{config}: no `receiver:` section; vigil receiver needs one")]
+    NoReceiver {
+        /// The config.
+        config: String,
+    },
     /// The listener's web config is invalid.
     #[error("web config: {0}")]
-    WebConfig(String),
+    WebConfig(#[from] web::listener::ListenerError),
     /// An I/O operation failed.
     #[error("{context}: {source}")]
     Io {

@@ -25,15 +25,55 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Reads a JSON state file; a missing file is `T::default()`.
-pub fn read_json<T: serde::de::DeserializeOwned + Default>(path: &Path) -> Result<T, String> {
-    match std::fs::read(path) {
-        Ok(bytes) => {
-            serde_json::from_slice(&bytes).map_err(|e| format!("{}: not a valid state file: {e}", path.display()))
+/// A state file that cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StateFileError {
+    /// Reading it failed.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// It holds something else than vigil's state.
+    #[error("{path}: not a valid state file: {source}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        source: serde_json::Error,
+    },
+}
+
+impl StateFileError {
+    /// A bounded label for the error.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            StateFileError::Read { .. } => "read",
+            StateFileError::Invalid { .. } => "invalid",
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
-        Err(e) => Err(format!("{}: {e}", path.display())),
     }
+}
+
+/// Reads a JSON state file; a missing file is `T::default()`.
+pub fn read_json<T: serde::de::DeserializeOwned + Default>(path: &Path) -> Result<T, StateFileError> {
+    match std::fs::read(path) {
+        Ok(bytes) => parse_json(path, &bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+        Err(source) => Err(StateFileError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// `bytes`, read from the state file `path`, as `T`.
+pub fn parse_json<T: serde::de::DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T, StateFileError> {
+    serde_json::from_slice(bytes).map_err(|source| StateFileError::Invalid {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Writes `value` as JSON to `path` atomically.

@@ -96,6 +96,28 @@ pub async fn execute(
     }
 }
 
+/// What is wrong with a `--shard` value.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ShardError {
+    /// Not `i/n`.
+    #[error("`{0}` is not i/n (e.g. 0/3)")]
+    Form(String),
+    /// `i` is not a number.
+    #[error("`{0}` is not a shard index")]
+    Index(String),
+    /// `n` is not a number.
+    #[error("`{0}` is not a shard count")]
+    Count(String),
+    /// `i` is not below `n`.
+    #[error("shard index must be below the count (got {index}/{count})")]
+    OutOfRange {
+        /// `i`.
+        index: u32,
+        /// `n`.
+        count: u32,
+    },
+}
+
 /// `--shard i/n`: this replica runs the probes whose name hashes to `i` modulo `n`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Shard {
@@ -107,14 +129,12 @@ pub struct Shard {
 
 impl Shard {
     /// Parses `i/n`.
-    pub fn parse(text: &str) -> Result<Shard, String> {
-        let (i, n) = text
-            .split_once('/')
-            .ok_or_else(|| format!("`{text}` is not i/n (e.g. 0/3)"))?;
-        let index: u32 = i.trim().parse().map_err(|_| format!("`{i}` is not a shard index"))?;
-        let count: u32 = n.trim().parse().map_err(|_| format!("`{n}` is not a shard count"))?;
+    pub fn parse(text: &str) -> Result<Shard, ShardError> {
+        let (i, n) = text.split_once('/').ok_or_else(|| ShardError::Form(text.to_string()))?;
+        let index: u32 = i.trim().parse().map_err(|_| ShardError::Index(i.to_string()))?;
+        let count: u32 = n.trim().parse().map_err(|_| ShardError::Count(n.to_string()))?;
         if count == 0 || index >= count {
-            return Err(format!("shard index must be below the count (got {index}/{count})"));
+            return Err(ShardError::OutOfRange { index, count });
         }
         Ok(Shard { index, count })
     }

@@ -376,15 +376,7 @@ impl ProbeMeta {
     }
 }
 
-/// The state file cannot be read.
-#[derive(Debug, thiserror::Error)]
-#[error("{path}: {message}")]
-pub struct StateFileError {
-    /// The file.
-    pub path: String,
-    /// What is wrong with it.
-    pub message: String,
-}
+pub use crate::persist::StateFileError;
 
 impl State {
     /// State kept in memory only.
@@ -395,10 +387,7 @@ impl State {
     /// State kept in `<dir>/probes.json` (read now; a missing file is an empty state).
     pub fn open(dir: &std::path::Path) -> Result<State, StateFileError> {
         let file = dir.join("probes.json");
-        let saved: SavedFile = crate::persist::read_json(&file).map_err(|message| StateFileError {
-            path: file.display().to_string(),
-            message,
-        })?;
+        let saved: SavedFile = crate::persist::read_json(&file)?;
         Ok(State {
             file: Some(file),
             saved: Mutex::new(saved.probes.into_iter().collect()),

@@ -84,7 +84,7 @@ pub fn context_for(config: &Config) -> crate::Result<CheckContext> {
             source,
         })?;
     }
-    let heartbeats = Beats::open(file).map_err(crate::Error::State)?;
+    let heartbeats = Beats::open(file)?;
     Ok(CheckContext {
         heartbeats: Arc::new(heartbeats),
         sockets: Sockets::unlimited(),

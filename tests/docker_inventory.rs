@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::docker::{Engine, IMAGE};
 use vigil::app::App;
-use vigil::inventory::docker::Container;
+use vigil::inventory::docker::{Container, ContainerState, Health};
 
 fn wait_for(app: &App, what: &str, ok: impl Fn(&[Container], bool) -> bool) -> Vec<Container> {
     let deadline = Instant::now() + Duration::from_secs(45);
@@ -100,9 +100,9 @@ fn containers_from_a_real_engine() {
     run(&["--name", "oom", "--memory", "8m", IMAGE, "sh", "-c", "tail /dev/zero"]);
 
     let seen = wait_for(&app, "every case", |c, _| {
-        find(c, "healthy").is_some_and(|c| c.health == "healthy" && c.state == "running")
-            && find(c, "sick").is_some_and(|c| c.health == "unhealthy")
-            && find(c, "exits").is_some_and(|c| c.state == "exited" && c.exit_code == 3)
+        find(c, "healthy").is_some_and(|c| c.health == Health::Healthy && c.state == ContainerState::Running)
+            && find(c, "sick").is_some_and(|c| c.health == Health::Unhealthy)
+            && find(c, "exits").is_some_and(|c| c.state == ContainerState::Exited && c.exit_code == 3)
             && find(c, "loop").is_some_and(|c| c.restart_count >= 2)
             && find(c, "oom").is_some_and(|c| c.oom_killed)
     });
@@ -153,13 +153,13 @@ fn containers_from_a_real_engine() {
     };
     recreate("on-failure:2");
     wait_for(&app, "two restarts", |c, _| {
-        find(c, "shop-api-1").is_some_and(|c| c.restart_count == 2 && c.state == "exited")
+        find(c, "shop-api-1").is_some_and(|c| c.restart_count == 2 && c.state == ContainerState::Exited)
     });
     engine.docker(&["rm", "-f", "shop-api-1"]);
     wait_for(&app, "the removal", |c, _| find(c, "shop-api-1").is_none());
     recreate("on-failure:3");
     wait_for(&app, "three more", |c, _| {
-        find(c, "shop-api-1").is_some_and(|c| c.restart_count == 3 && c.state == "exited")
+        find(c, "shop-api-1").is_some_and(|c| c.restart_count == 3 && c.state == ContainerState::Exited)
     });
     let text = metrics(&app);
     let line = r#"vigil_container_restarts_total{container="shop-api-1",project="shop",service="api"} 5"#;

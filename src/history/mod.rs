@@ -56,6 +56,31 @@ fn level_of(code: i64) -> Option<Level> {
     }
 }
 
+/// Why the history store is not there.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HistoryError {
+    /// It could not be opened or read back (the message says which file and why).
+    #[error("{0}")]
+    Open(String),
+    /// Its writer stopped.
+    #[error("the history store stopped")]
+    Stopped,
+    /// Reading runs back failed.
+    #[error("reading the history store: {0}")]
+    Query(String),
+}
+
+impl HistoryError {
+    /// A bounded label for the error.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            HistoryError::Open(_) => "open",
+            HistoryError::Stopped => "stopped",
+            HistoryError::Query(_) => "query",
+        }
+    }
+}
+
 /// The most recent DOWN run of a probe.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Failure {
@@ -202,14 +227,14 @@ impl History {
     }
 
     /// Waits until the store is open and its history loaded; an error says why it could not be.
-    pub async fn ready(&self) -> Result<(), String> {
+    pub async fn ready(&self) -> Result<(), HistoryError> {
         let mut ready = self.ready.clone();
         match ready.wait_for(|r| *r != Readiness::Opening).await {
             Ok(r) => match &*r {
-                Readiness::Failed(e) => Err(e.clone()),
+                Readiness::Failed(e) => Err(HistoryError::Open(e.clone())),
                 _ => Ok(()),
             },
-            Err(_) => Err("the history store stopped".to_string()),
+            Err(_) => Err(HistoryError::Stopped),
         }
     }
 
@@ -254,11 +279,11 @@ impl History {
     }
 
     /// Runs the store holds for `probe` since `since` (newest first, at most `limit`).
-    pub async fn runs(&self, probe: &str, since: SystemTime, limit: u32) -> Result<Vec<StoredRun>, String> {
+    pub async fn runs(&self, probe: &str, since: SystemTime, limit: u32) -> Result<Vec<StoredRun>, HistoryError> {
         self.ready().await?;
         store::runs(&self.pool, probe, unix_ms(since), limit)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| HistoryError::Query(e.to_string()))
     }
 
     /// How long single runs are kept.

@@ -164,10 +164,10 @@ pub struct Container {
     pub project: String,
     /// Compose service, or empty.
     pub service: String,
-    /// created, running, paused, restarting, removing, exited, dead.
-    pub state: String,
-    /// healthy, unhealthy, starting, or none.
-    pub health: String,
+    /// Its state.
+    pub state: ContainerState,
+    /// Its health check's status.
+    pub health: Health,
     /// Restarts made by Docker's restart policy for this container.
     pub restart_count: u64,
     /// Exit code of the last run.
@@ -198,17 +198,56 @@ impl Restarts {
     }
 }
 
-/// The states and healths published, one series each.
-const STATES: [&str; 7] = [
-    "created",
-    "running",
-    "paused",
-    "restarting",
-    "removing",
-    "exited",
-    "dead",
-];
-const HEALTHS: [&str; 4] = ["healthy", "unhealthy", "starting", "none"];
+/// Declares a closed set of label values read from the engine: the enum, its `ALL`, its label
+/// value and its parsing (an unknown value from a newer engine becomes the fallback).
+macro_rules! label_values {
+    ($(#[$doc:meta])* $name:ident, fallback $fallback:ident, { $($variant:ident => $text:literal,)+ }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name { $(
+            #[doc = concat!("`", $text, "`")]
+            $variant,
+        )+ }
+
+        impl $name {
+            /// Every value, in the order they are published.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The label value.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text,)+ }
+            }
+
+            /// The value the engine reports as `text`.
+            pub fn parse(text: &str) -> $name {
+                match text { $($text => $name::$variant,)+ _ => $name::$fallback }
+            }
+        }
+    };
+}
+
+label_values!(
+    /// A container's state, as the engine reports it.
+    ContainerState, fallback Created, {
+        Created => "created",
+        Running => "running",
+        Paused => "paused",
+        Restarting => "restarting",
+        Removing => "removing",
+        Exited => "exited",
+        Dead => "dead",
+    }
+);
+
+label_values!(
+    /// A container's health check status (`none`: it has no health check).
+    Health, fallback None, {
+        Healthy => "healthy",
+        Unhealthy => "unhealthy",
+        Starting => "starting",
+        None => "none",
+    }
+);
 
 #[derive(Debug, Default)]
 struct Snapshot {
@@ -292,7 +331,7 @@ impl Drop for Watcher {
 
 impl Inventory {
     /// An inventory whose restart totals are kept in `<dir>/containers.json` (read now).
-    pub fn open(dir: Option<&Path>) -> Result<Inventory, String> {
+    pub fn open(dir: Option<&Path>) -> Result<Inventory, crate::persist::StateFileError> {
         let Some(dir) = dir else {
             return Ok(Inventory::default());
         };
@@ -541,15 +580,11 @@ fn describe(details: bollard::models::ContainerInspectResponse) -> Container {
         service,
         state: state
             .status
-            .map(|s| s.to_string())
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "created".into()),
+            .map_or(ContainerState::Created, |s| ContainerState::parse(s.as_ref())),
         health: state
             .health
             .and_then(|h| h.status)
-            .map(|s| s.to_string())
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "none".into()),
+            .map_or(Health::None, |s| Health::parse(s.as_ref())),
         restart_count: details.restart_count.unwrap_or(0).max(0).unsigned_abs(),
         exit_code: state.exit_code.unwrap_or(0),
         oom_killed: state.oom_killed.unwrap_or(false),
@@ -603,11 +638,11 @@ impl Collector for DockerCollector {
             MetricType::Gauge,
         )?;
         for c in containers.values() {
-            for state in STATES {
+            for &state in ContainerState::ALL {
                 family
                     .encode_family(&Labels {
                         container: c,
-                        extra: Some(("state", state)),
+                        extra: Some(("state", state.as_str())),
                     })?
                     .encode_gauge(&i64::from(c.state == state))?;
             }
@@ -619,11 +654,11 @@ impl Collector for DockerCollector {
             MetricType::Gauge,
         )?;
         for c in containers.values() {
-            for health in HEALTHS {
+            for &health in Health::ALL {
                 family
                     .encode_family(&Labels {
                         container: c,
-                        extra: Some(("status", health)),
+                        extra: Some(("status", health.as_str())),
                     })?
                     .encode_gauge(&i64::from(c.health == health))?;
             }
@@ -716,8 +751,8 @@ mod tests {
             name: "shop-api-1".into(),
             project: "shop".into(),
             service: "api".into(),
-            state: "running".into(),
-            health: "none".into(),
+            state: ContainerState::Running,
+            health: Health::None,
             restart_count: restarts,
             exit_code: 0,
             oom_killed: false,

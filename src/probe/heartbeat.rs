@@ -167,21 +167,27 @@ pub struct Beats {
 
 impl Beats {
     /// Beats kept in `file` (loaded now if it exists), or in memory only.
-    pub fn open(file: Option<PathBuf>) -> Result<Beats, String> {
+    pub fn open(file: Option<PathBuf>) -> Result<Beats, crate::persist::StateFileError> {
         let kept = match &file {
-            Some(path) if path.exists() => {
-                let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-                serde_json::from_str::<Kept>(&text)
-                    .or_else(|_| {
-                        // The file of vigil 0.1: beats only.
-                        serde_json::from_str::<BTreeMap<String, Beat>>(&text).map(|beats| Kept {
+            Some(path) => match std::fs::read(path) {
+                Ok(bytes) => crate::persist::parse_json::<Kept>(path, &bytes).or_else(|e| {
+                    // The file of vigil 0.1: beats only.
+                    serde_json::from_slice::<BTreeMap<String, Beat>>(&bytes)
+                        .map(|beats| Kept {
                             beats,
                             configured: BTreeMap::new(),
                         })
-                    })
-                    .map_err(|e| format!("{}: not a heartbeat state file: {e}", path.display()))?
-            }
-            _ => Kept::default(),
+                        .map_err(|_| e)
+                })?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Kept::default(),
+                Err(source) => {
+                    return Err(crate::persist::StateFileError::Read {
+                        path: path.clone(),
+                        source,
+                    });
+                }
+            },
+            None => Kept::default(),
         };
         Ok(Beats {
             kept: Mutex::new(kept),

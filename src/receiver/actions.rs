@@ -89,16 +89,16 @@ impl Actions {
         self
     }
 
-    async fn client(&self) -> Result<&Client, String> {
+    async fn client(&self) -> Result<&Client, ActionError> {
         self.client
             .get_or_try_init(|| crate::inventory::kubernetes::watch::client_from(self.kubernetes.kubeconfig.as_deref()))
             .await
-            .map_err(|e| format!("Kubernetes API: {e}"))
+            .map_err(ActionError::Client)
     }
 
     /// Whether this replica may act: always without leader election, otherwise only while it
     /// holds the Lease (acquired or renewed here).
-    pub async fn may_act(&self) -> Result<bool, String> {
+    pub async fn may_act(&self) -> Result<bool, ActionError> {
         let Some(lease) = &self.kubernetes.leader_election else {
             return Ok(true);
         };
@@ -127,7 +127,7 @@ impl Actions {
     }
 
     /// Whether the precondition for restarting `target` holds; `Err` says why not.
-    pub async fn precondition(&self, target: &Target) -> Result<(), String> {
+    pub async fn precondition(&self, target: &Target) -> Result<(), ActionError> {
         let Target::Kubernetes { namespace, kind, name } = target else {
             return Ok(());
         };
@@ -137,7 +137,10 @@ impl Actions {
                 let d = Api::<Deployment>::namespaced(client, namespace)
                     .get(name)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| ActionError::Kubernetes {
+                        doing: format!("reading {kind} {namespace}/{name}"),
+                        source: e,
+                    })?;
                 let spec = d.spec.unwrap_or_default();
                 let status = d.status.unwrap_or_default();
                 let desired = spec.replicas.unwrap_or(1);
@@ -150,7 +153,10 @@ impl Actions {
                 let s = Api::<StatefulSet>::namespaced(client, namespace)
                     .get(name)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| ActionError::Kubernetes {
+                        doing: format!("reading {kind} {namespace}/{name}"),
+                        source: e,
+                    })?;
                 let desired = s.spec.and_then(|sp| sp.replicas).unwrap_or(1);
                 let status = s.status.unwrap_or_default();
                 let rolling = status.observed_generation < s.metadata.generation
@@ -161,7 +167,10 @@ impl Actions {
                 let d = Api::<DaemonSet>::namespaced(client, namespace)
                     .get(name)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| ActionError::Kubernetes {
+                        doing: format!("reading {kind} {namespace}/{name}"),
+                        source: e,
+                    })?;
                 let status = d.status.unwrap_or_default();
                 let rolling = status.observed_generation < d.metadata.generation
                     || status.updated_number_scheduled.unwrap_or(0) < status.desired_number_scheduled;
@@ -171,22 +180,24 @@ impl Actions {
                     rolling,
                 )
             }
-            other => return Err(format!("unknown workload kind {other}")),
+            other => return Err(ActionError::UnknownKind(other.to_string())),
         };
         if rolling {
-            return Err(format!("a rollout of {kind} {namespace}/{name} is in progress"));
+            return Err(ActionError::Precondition(format!(
+                "a rollout of {kind} {namespace}/{name} is in progress"
+            )));
         }
         if desired > 0 && f64::from(available) / f64::from(desired) < self.min_available_ratio {
-            return Err(format!(
+            return Err(ActionError::Precondition(format!(
                 "only {available} of {desired} replicas available (min_available_ratio {})",
                 self.min_available_ratio
-            ));
+            )));
         }
         Ok(())
     }
 
     /// Restarts `target`.
-    pub async fn perform(&self, target: &Target) -> Result<(), String> {
+    pub async fn perform(&self, target: &Target) -> Result<(), ActionError> {
         match target {
             Target::Docker { container } => {
                 let docker = if self.docker_address.starts_with("unix://") {
@@ -194,11 +205,17 @@ impl Actions {
                 } else {
                     Docker::connect_with_http(&self.docker_address, 60, bollard::API_DEFAULT_VERSION)
                 }
-                .map_err(|e| format!("Docker engine: {e}"))?;
+                .map_err(|e| ActionError::Docker {
+                    doing: "connecting to the Docker engine".to_string(),
+                    source: e,
+                })?;
                 docker
                     .restart_container(container, Some(RestartContainerOptionsBuilder::new().t(10).build()))
                     .await
-                    .map_err(|e| format!("restarting container {container}: {e}"))
+                    .map_err(|e| ActionError::Docker {
+                        doing: format!("restarting container {container}"),
+                        source: e,
+                    })
             }
             Target::Kubernetes { namespace, kind, name } => {
                 let client = self.client().await?.clone();
@@ -220,10 +237,56 @@ impl Actions {
                         .patch(name, &params, &patch)
                         .await
                         .map(drop),
-                    other => return Err(format!("unknown workload kind {other}")),
+                    other => return Err(ActionError::UnknownKind(other.to_string())),
                 };
-                result.map_err(|e| format!("rollout restart of {kind} {namespace}/{name}: {e}"))
+                result.map_err(|e| ActionError::Kubernetes {
+                    doing: format!("rollout restart of {kind} {namespace}/{name}"),
+                    source: e,
+                })
             }
+        }
+    }
+}
+
+/// Why an action (or its precondition, or the Lease) did not go through.
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    /// No Kubernetes client could be made (kubeconfig, in-cluster settings).
+    #[error("Kubernetes API: {0}")]
+    Client(crate::inventory::kubernetes::watch::ClientError),
+    /// The Kubernetes API refused or failed a request.
+    #[error("{doing}: {source}")]
+    Kubernetes {
+        /// What was asked.
+        doing: String,
+        /// The API's answer.
+        source: kube::Error,
+    },
+    /// The Docker engine refused or failed a request.
+    #[error("{doing}: {source}")]
+    Docker {
+        /// What was asked.
+        doing: String,
+        /// The engine's answer.
+        source: bollard::errors::Error,
+    },
+    /// The target is not in a state to be restarted (a rollout in progress, too few replicas).
+    #[error("{0}")]
+    Precondition(String),
+    /// A workload kind vigil does not restart.
+    #[error("unknown workload kind {0}")]
+    UnknownKind(String),
+}
+
+impl ActionError {
+    /// A bounded label for the error.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ActionError::Client(_) => "client",
+            ActionError::Kubernetes { .. } => "kubernetes",
+            ActionError::Docker { .. } => "docker",
+            ActionError::Precondition(_) => "precondition",
+            ActionError::UnknownKind(_) => "unknown_kind",
         }
     }
 }
@@ -248,15 +311,15 @@ fn identity(lease: &LeaseSettings) -> String {
 }
 
 /// Takes or renews the Lease; `Ok(false)` when another replica holds it.
-async fn acquire(client: &Client, settings: &LeaseSettings) -> Result<bool, String> {
+async fn acquire(client: &Client, settings: &LeaseSettings) -> Result<bool, ActionError> {
     let api = Api::<Lease>::namespaced(client.clone(), &settings.namespace);
     let me = identity(settings);
     let now = k8s_openapi::jiff::Timestamp::now();
     let seconds = i32::try_from(settings.duration.as_secs()).unwrap_or(i32::MAX);
-    let current = api
-        .get_opt(&settings.name)
-        .await
-        .map_err(|e| format!("reading Lease {}: {e}", settings.name))?;
+    let current = api.get_opt(&settings.name).await.map_err(|e| ActionError::Kubernetes {
+        doing: format!("reading Lease {}", settings.name),
+        source: e,
+    })?;
     let Some(mut lease) = current else {
         let lease = Lease {
             metadata: ObjectMeta {
@@ -276,7 +339,10 @@ async fn acquire(client: &Client, settings: &LeaseSettings) -> Result<bool, Stri
             Ok(_) => Ok(true),
             // Another replica created it first.
             Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
-            Err(e) => Err(format!("creating Lease {}: {e}", settings.name)),
+            Err(e) => Err(ActionError::Kubernetes {
+                doing: format!("creating Lease {}", settings.name),
+                source: e,
+            }),
         };
     };
     let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
@@ -300,6 +366,9 @@ async fn acquire(client: &Client, settings: &LeaseSettings) -> Result<bool, Stri
     match api.replace(&settings.name, &PostParams::default(), &lease).await {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
-        Err(e) => Err(format!("renewing Lease {}: {e}", settings.name)),
+        Err(e) => Err(ActionError::Kubernetes {
+            doing: format!("renewing Lease {}", settings.name),
+            source: e,
+        }),
     }
 }

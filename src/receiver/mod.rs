@@ -222,6 +222,52 @@ fn targets(config: &ReceiverConfig) -> (HashMap<String, Target>, HashMap<String,
     (by_probe, by_container)
 }
 
+/// How an action went (the `outcome` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActionOutcome {
+    /// Carried out.
+    Done,
+    /// Dry run: logged and counted, not carried out.
+    DryRun,
+    /// Tried and failed, for the reason given.
+    Failed(&'static str),
+}
+
+impl ActionOutcome {
+    /// The label value (`done`, `dry_run`, `failed`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionOutcome::Done => "done",
+            ActionOutcome::DryRun => "dry_run",
+            ActionOutcome::Failed(_) => "failed",
+        }
+    }
+}
+
+/// What the audit log says was decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Audited {
+    /// An action is due later (`delay`).
+    Scheduled,
+    /// A pending action was cancelled by the alert's resolution.
+    Cancelled,
+    /// Not acted on, and why.
+    Suppressed(Suppressed),
+    /// Acted on, with this outcome.
+    Acted(ActionOutcome),
+}
+
+impl std::fmt::Display for Audited {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Audited::Scheduled => f.write_str("scheduled"),
+            Audited::Cancelled => f.write_str("cancelled"),
+            Audited::Suppressed(why) => write!(f, "suppressed:{}", why.as_str()),
+            Audited::Acted(outcome) => f.write_str(outcome.as_str()),
+        }
+    }
+}
+
 /// Metrics of the receiver.
 #[derive(Debug, Default)]
 struct Metrics {
@@ -263,13 +309,10 @@ impl Receiver {
 
     /// [`Receiver::start`] with a given Kubernetes client (tests use a mock API server).
     pub fn start_with(config: &ReceiverConfig, kube: Option<kube::Client>) -> crate::Result<Arc<Receiver>> {
-        let settings = config.receiver.0.clone().ok_or_else(|| {
-            crate::Error::State(format!(
-                "{}: no `receiver:` section; vigil receiver needs one",
-                config.source
-            ))
+        let settings = config.receiver.0.clone().ok_or_else(|| crate::Error::NoReceiver {
+            config: config.source.to_string(),
         })?;
-        let history: History = crate::persist::read_json(&settings.state_file).map_err(crate::Error::State)?;
+        let history: History = crate::persist::read_json(&settings.state_file)?;
         let (by_probe, by_container) = targets(config);
         let metrics = Metrics::default();
         let mut registry = Registry::default();
@@ -379,7 +422,9 @@ impl Receiver {
             .or_else(|| self.by_container.get(alert.label("container")))
     }
 
-    fn audit(&self, alert: &Alert, target: Option<&Target>, decision: &str, detail: &str) {
+    fn audit(&self, alert: &Alert, target: Option<&Target>, decision: Audited, detail: &str) {
+        let decision = decision.to_string();
+        let decision = decision.as_str();
         let line = serde_json::json!({
             "time": time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
             "alertname": alert.label("alertname"),
@@ -418,7 +463,7 @@ impl Receiver {
             .suppressed
             .get_or_create(&vec![("reason", why.as_str())])
             .inc();
-        self.audit(alert, target, &format!("suppressed:{}", why.as_str()), detail);
+        self.audit(alert, target, Audited::Suppressed(why), detail);
     }
 
     fn save_history(&self, history: &History) {
@@ -443,7 +488,7 @@ impl Receiver {
                     self.audit(
                         alert,
                         Some(&target),
-                        "cancelled",
+                        Audited::Cancelled,
                         "the alert resolved before the action was due",
                     );
                 }
@@ -469,7 +514,7 @@ impl Receiver {
                     pending.insert(alert.fingerprint.clone(), (target.clone(), alert.clone(), at));
                     drop(pending);
                     let due = format!("due in {}s", self.settings.guards.delay.as_secs());
-                    self.audit(alert, Some(&target), "scheduled", &due);
+                    self.audit(alert, Some(&target), Audited::Scheduled, &due);
                 }
             }
             Decision::Act => {
@@ -504,12 +549,12 @@ impl Receiver {
                     "another replica holds the Lease",
                 );
             }
-            Err(e) => return self.suppress(alert, Some(target), Suppressed::NotLeader, &e),
+            Err(e) => return self.suppress(alert, Some(target), Suppressed::NotLeader, &e.to_string()),
         }
         if !self.settings.dry_run
             && let Err(why) = self.actions.precondition(target).await
         {
-            return self.suppress(alert, Some(target), Suppressed::Precondition, &why);
+            return self.suppress(alert, Some(target), Suppressed::Precondition, &why.to_string());
         }
         {
             let mut history = self.history.lock_unpoisoned();
@@ -517,23 +562,33 @@ impl Receiver {
             self.save_history(&history);
         }
         let outcome = if self.settings.dry_run {
-            self.audit(alert, Some(target), "dry_run", "would restart");
-            "dry_run"
+            self.audit(
+                alert,
+                Some(target),
+                Audited::Acted(ActionOutcome::DryRun),
+                "would restart",
+            );
+            ActionOutcome::DryRun
         } else {
             match self.actions.perform(target).await {
                 Ok(()) => {
-                    self.audit(alert, Some(target), "done", "restarted");
-                    "done"
+                    self.audit(alert, Some(target), Audited::Acted(ActionOutcome::Done), "restarted");
+                    ActionOutcome::Done
                 }
                 Err(e) => {
-                    self.audit(alert, Some(target), "failed", &e);
-                    "failed"
+                    self.audit(
+                        alert,
+                        Some(target),
+                        Audited::Acted(ActionOutcome::Failed(e.reason())),
+                        &e.to_string(),
+                    );
+                    ActionOutcome::Failed(e.reason())
                 }
             }
         };
         self.metrics
             .actions
-            .get_or_create(&vec![("action", target.action()), ("outcome", outcome)])
+            .get_or_create(&vec![("action", target.action()), ("outcome", outcome.as_str())])
             .inc();
     }
 

@@ -68,17 +68,38 @@ impl Alert {
 }
 
 /// Why a body is not a version 4 payload.
-pub fn parse(body: &[u8]) -> Result<Payload, String> {
-    let payload: Payload =
-        serde_json::from_slice(body).map_err(|e| format!("not an Alertmanager webhook payload: {e}"))?;
+#[derive(Debug, thiserror::Error)]
+pub enum PayloadError {
+    /// Not JSON in the payload's shape.
+    #[error("not an Alertmanager webhook payload: {0}")]
+    Malformed(serde_json::Error),
+    /// Another version of the payload.
+    #[error("payload version {0:?} is not supported (only \"4\")")]
+    Version(String),
+    /// An alert without the fingerprint dedupe keys on.
+    #[error("an alert ({0}) has no fingerprint")]
+    NoFingerprint(String),
+}
+
+impl PayloadError {
+    /// A bounded label for the error.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PayloadError::Malformed(_) => "malformed",
+            PayloadError::Version(_) => "version",
+            PayloadError::NoFingerprint(_) => "no_fingerprint",
+        }
+    }
+}
+
+/// The payload in `body`.
+pub fn parse(body: &[u8]) -> Result<Payload, PayloadError> {
+    let payload: Payload = serde_json::from_slice(body).map_err(PayloadError::Malformed)?;
     if payload.version != "4" {
-        return Err(format!(
-            "payload version {:?} is not supported (only \"4\")",
-            payload.version
-        ));
+        return Err(PayloadError::Version(payload.version));
     }
     if let Some(alert) = payload.alerts.iter().find(|a| a.fingerprint.is_empty()) {
-        return Err(format!("an alert ({}) has no fingerprint", alert.label("alertname")));
+        return Err(PayloadError::NoFingerprint(alert.label("alertname").to_string()));
     }
     Ok(payload)
 }
@@ -128,11 +149,13 @@ mod tests {
         assert!(
             parse(SAMPLE.replace("\"version\": \"4\"", "\"version\": \"3\"").as_bytes())
                 .expect_err("invalid")
+                .to_string()
                 .contains("version")
         );
         assert!(
             parse(b"{}")
                 .expect_err("invalid")
+                .to_string()
                 .starts_with("not an Alertmanager webhook payload")
         );
         assert!(
@@ -149,6 +172,7 @@ mod tests {
         assert!(
             parse(SAMPLE.replace("2026-11-21T05:00:00.123Z", "yesterday").as_bytes())
                 .expect_err("invalid")
+                .to_string()
                 .contains("RFC 3339")
         );
     }

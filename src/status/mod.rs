@@ -384,7 +384,11 @@ pub fn snapshot(app: &View, now: SystemTime) -> Status {
 }
 
 /// One visible probe with its runs from the store; `None` if there is no such probe here.
-pub async fn detail(app: &View, name: &str, now: SystemTime) -> Option<Result<ProbeDetail, String>> {
+pub async fn detail(
+    app: &View,
+    name: &str,
+    now: SystemTime,
+) -> Option<Result<ProbeDetail, crate::history::HistoryError>> {
     let config = app.config();
     let def = find(&config, name)?;
     let probe = probe_status(app, def, now)?;

@@ -31,11 +31,54 @@ use tracing::{debug, info, warn};
 use super::connections::{Conn, Connections, Deadlined, Tracked};
 use crate::poison::LockUnpoisoned;
 
+/// What is wrong with the listener's settings (its flags and its web config file).
+#[derive(Debug, thiserror::Error)]
+pub enum ListenerError {
+    /// `--web.listen-address` does not parse.
+    #[error("`{0}` is not a listen address (HOST:PORT or :PORT)")]
+    Address(String),
+    /// `--web.external-url` is not an http(s) URL with a host.
+    #[error("--web.external-url {0:?}: not an http(s) URL with a host")]
+    ExternalUrl(String),
+    /// A file (the web config, a certificate, a key) cannot be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The web config file is not what Prometheus' web config format says.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, and where.
+        message: String,
+    },
+    /// The certificate and key do not make a TLS server.
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+impl ListenerError {
+    /// A bounded label for the error.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ListenerError::Address(_) => "address",
+            ListenerError::ExternalUrl(_) => "external_url",
+            ListenerError::Read { .. } => "read",
+            ListenerError::Invalid { .. } => "invalid",
+            ListenerError::Tls(_) => "tls",
+        }
+    }
+}
+
 /// `--web.external-url` checked and ending in `/`.
-pub fn external_url(text: &str) -> Result<String, String> {
-    let url = url::Url::parse(text).map_err(|e| format!("--web.external-url {text:?}: {e}"))?;
+pub fn external_url(text: &str) -> Result<String, ListenerError> {
+    let url = url::Url::parse(text).map_err(|_| ListenerError::ExternalUrl(text.to_string()))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(format!("--web.external-url {text:?}: not an http(s) URL with a host"));
+        return Err(ListenerError::ExternalUrl(text.to_string()));
     }
     let mut text = url.to_string();
     if !text.ends_with('/') {
@@ -81,11 +124,18 @@ pub struct TlsServerConfig {
 
 impl WebConfig {
     /// Reads a web config file; relative paths are taken from its folder.
-    pub fn load(path: &Path) -> Result<WebConfig, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    pub fn load(path: &Path) -> Result<WebConfig, ListenerError> {
+        let read = |source| ListenerError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let text = std::fs::read_to_string(path).map_err(read)?;
         let mut config: WebConfig = figment::Figment::from(figment::providers::Yaml::string(&text))
             .extract()
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            .map_err(|e| ListenerError::Invalid {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
         let base = path.parent().unwrap_or(Path::new("."));
         if let Some(tls) = &mut config.tls_server_config {
             tls.cert_file = base.join(&tls.cert_file);
@@ -93,32 +143,43 @@ impl WebConfig {
         }
         for (user, hash) in &config.basic_auth_users {
             if !hash.starts_with("$2") {
-                return Err(format!(
-                    "{}: basic_auth_users.{user}: not a bcrypt hash",
-                    path.display()
-                ));
+                return Err(ListenerError::Invalid {
+                    path: path.to_path_buf(),
+                    message: format!("basic_auth_users.{user}: not a bcrypt hash"),
+                });
             }
         }
         Ok(config)
     }
 
-    fn acceptor(&self) -> Result<Option<TlsAcceptor>, String> {
+    fn acceptor(&self) -> Result<Option<TlsAcceptor>, ListenerError> {
         let Some(tls) = &self.tls_server_config else {
             return Ok(None);
         };
-        let certs_pem = std::fs::read(&tls.cert_file).map_err(|e| format!("{}: {e}", tls.cert_file.display()))?;
-        let key_pem = std::fs::read(&tls.key_file).map_err(|e| format!("{}: {e}", tls.key_file.display()))?;
+        let read = |path: &PathBuf| {
+            std::fs::read(path).map_err(|source| ListenerError::Read {
+                path: path.clone(),
+                source,
+            })
+        };
+        let (certs_pem, key_pem) = (read(&tls.cert_file)?, read(&tls.key_file)?);
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&certs_pem)
             .filter_map(Result::ok)
             .collect();
         if certs.is_empty() {
-            return Err(format!("{}: no PEM certificate", tls.cert_file.display()));
+            return Err(ListenerError::Invalid {
+                path: tls.cert_file.clone(),
+                message: "no PEM certificate".to_string(),
+            });
         }
-        let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| format!("{}: {e}", tls.key_file.display()))?;
+        let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| ListenerError::Invalid {
+            path: tls.key_file.clone(),
+            message: e.to_string(),
+        })?;
         let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
             .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
-            .map_err(|e| format!("TLS: {e}"))?;
+            .map_err(|e| ListenerError::Tls(e.to_string()))?;
         Ok(Some(TlsAcceptor::from(Arc::new(config))))
     }
 }
@@ -187,14 +248,13 @@ async fn require_auth(auth: Arc<BasicAuth>, request: Request, next: Next) -> Res
 }
 
 /// Parses a listen address: `HOST:PORT`, or `:PORT` for every interface.
-pub fn parse_listen_address(text: &str) -> Result<SocketAddr, String> {
+pub fn parse_listen_address(text: &str) -> Result<SocketAddr, ListenerError> {
     let full = if text.starts_with(':') {
         format!("0.0.0.0{text}")
     } else {
         text.to_string()
     };
-    full.parse()
-        .map_err(|_| format!("`{text}` is not a listen address (HOST:PORT or :PORT)"))
+    full.parse().map_err(|_| ListenerError::Address(text.to_string()))
 }
 
 /// Connections the kernel queues for `accept` (it caps this at `net.core.somaxconn`, 4096 on
@@ -249,7 +309,7 @@ pub async fn serve(
     limits: &Limits,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
-) -> Result<(), String> {
+) -> Result<(), ListenerError> {
     let acceptor = web.acceptor()?;
     let router = if web.basic_auth_users.is_empty() {
         router

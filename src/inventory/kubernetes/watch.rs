@@ -140,28 +140,70 @@ pub async fn run(snapshot: Arc<Mutex<Snapshot>>, generation: u64, config: Config
 }
 
 /// Builds a client the way the config says.
-async fn build_client(config: &Config) -> Result<Client, String> {
+async fn build_client(config: &Config) -> Result<Client, ClientError> {
     client_from(config.kubeconfig.as_deref()).await
 }
 
+/// No Kubernetes client could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The kubeconfig file named in the config is not usable.
+    #[error("kubeconfig {path}: {message}")]
+    Kubeconfig {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// Not in a cluster, and no default kubeconfig either.
+    #[error("not in a cluster ({in_cluster}), and no kubeconfig: {kubeconfig}")]
+    NoConfig {
+        /// Why the in-cluster config is not there.
+        in_cluster: String,
+        /// Why the default kubeconfig is not there.
+        kubeconfig: String,
+    },
+    /// The config does not make a client (TLS, proxy).
+    #[error("{0}")]
+    Client(kube::Error),
+}
+
+impl ClientError {
+    /// A bounded label for the error.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ClientError::Kubeconfig { .. } => "kubeconfig",
+            ClientError::NoConfig { .. } => "no_config",
+            ClientError::Client(_) => "client",
+        }
+    }
+}
+
 /// A client from `kubeconfig`, or else the in-cluster config, or else the default kubeconfig.
-pub(crate) async fn client_from(kubeconfig: Option<&std::path::Path>) -> Result<Client, String> {
+pub(crate) async fn client_from(kubeconfig: Option<&std::path::Path>) -> Result<Client, ClientError> {
     let options = kube::config::KubeConfigOptions::default();
     let kube_config = match kubeconfig {
         Some(path) => {
-            let file = kube::config::Kubeconfig::read_from(path).map_err(|e| e.to_string())?;
+            let bad = |message: String| ClientError::Kubeconfig {
+                path: path.to_path_buf(),
+                message,
+            };
+            let file = kube::config::Kubeconfig::read_from(path).map_err(|e| bad(e.to_string()))?;
             kube::Config::from_custom_kubeconfig(file, &options)
                 .await
-                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
+                .map_err(|e| bad(e.to_string()))?
         }
         None => match kube::Config::incluster() {
             Ok(c) => c,
             Err(in_cluster) => kube::Config::from_kubeconfig(&options)
                 .await
-                .map_err(|e| format!("not in a cluster ({in_cluster}), and no kubeconfig: {e}"))?,
+                .map_err(|e| ClientError::NoConfig {
+                    in_cluster: in_cluster.to_string(),
+                    kubeconfig: e.to_string(),
+                })?,
         },
     };
-    Client::try_from(kube_config).map_err(|e| e.to_string())
+    Client::try_from(kube_config).map_err(ClientError::Client)
 }
 
 fn lock(snapshot: &Mutex<Snapshot>) -> MutexGuard<'_, Snapshot> {
