@@ -401,3 +401,91 @@ fn env_overrides() -> Env {
         TOP_KEYS.iter().any(|top| top.eq_ignore_ascii_case(first))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> String {
+        Config::parse(text, Path::new(".")).expect_err("invalid").to_string()
+    }
+
+    #[test]
+    fn the_top_keys_are_the_sections_probes_modules_and_receiver() {
+        for key in [
+            "secret_names",
+            "defaults",
+            "labels",
+            "concurrency",
+            "state_dir",
+            "docker",
+        ] {
+            assert!(TOP_KEYS.contains(&key), "{key}");
+        }
+        for key in ["status_page", "history", "kubernetes", "probes", "modules", "receiver"] {
+            assert!(TOP_KEYS.contains(&key), "{key}");
+        }
+        let report = errors("defauts: {}\n");
+        assert!(
+            report.contains(&format!(
+                "line 1: defauts: unknown key `defauts`, expected one of: {}",
+                TOP_KEYS.join(", ")
+            )),
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn sections_build_themselves_and_keep_their_defaults_when_absent() {
+        let config = Config::parse("concurrency: 8\nstatus_page: {title: Ops}\n", Path::new(".")).expect("valid");
+        assert_eq!(config.concurrency, 8);
+        assert_eq!(config.status_page.title, "Ops");
+        assert_eq!(config.history, History::default());
+        assert_eq!(config.state_dir, StateDir::Unset);
+        let report = errors("concurrency: 0\nstatus_page: {title: ' '}\nhistory: {raw_retention: 1s}\n");
+        for want in [
+            "line 1: concurrency: must be at least 1",
+            "line 2: status_page.title: must not be empty",
+            "line 3: history.raw_retention: must be at least 1m",
+        ] {
+            assert!(report.contains(want), "missing {want:?} in:\n{report}");
+        }
+    }
+
+    #[test]
+    fn a_probe_key_of_no_kind_is_refused_with_the_kind_and_common_keys_known() {
+        let report = errors("probes:\n  - {name: a, kind: tcp, address: '127.0.0.1:1', intervall: 5s}\n");
+        assert!(
+            report.contains("line 2: probes[0].intervall: unknown key `intervall`"),
+            "{report}"
+        );
+        let report = errors("modules:\n  m: {kind: tcp, labels: {a: b}}\n");
+        assert!(
+            report.contains("modules.m.labels: `labels` does not apply to a /probe module"),
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn memory_state_and_the_default_folder() {
+        let mut config = Config::parse("state_dir: ':memory:'\n", Path::new(".")).expect("valid");
+        config.default_state_dir(Some(Path::new("/var/lib/vigil")));
+        assert_eq!(config.state_dir, StateDir::Memory, "an explicit memory-only stays so");
+        let mut config = Config::parse("", Path::new(".")).expect("valid");
+        config.default_state_dir(Some(Path::new("/var/lib/vigil")));
+        assert_eq!(config.state_dir, StateDir::Dir(PathBuf::from("/var/lib/vigil")));
+        assert_eq!(config.history.path, Some(PathBuf::from("/var/lib/vigil/history.db")));
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's own signature
+    fn environment_variables_override_config_keys_only() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("VIGIL_CONCURRENCY", "7");
+            jail.set_env("VIGIL_VERSION", "1.2.3");
+            let config = Config::parse("concurrency: 8\n", Path::new(".")).expect("valid");
+            assert_eq!(config.concurrency, 7);
+            Ok(())
+        });
+    }
+}

@@ -454,3 +454,88 @@ pub async fn log_summaries(app: Weak<View>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::probe::Reason;
+    use crate::state::Outcome;
+
+    fn view(text: &str) -> View {
+        let config = Config::parse(text, std::path::Path::new(".")).expect("valid config");
+        View::idle(config).expect("view")
+    }
+
+    fn run(view: &View, probe: &str, level: Level, at: SystemTime) {
+        let outcome = Outcome {
+            level,
+            reason: (level != Level::Up).then_some(Reason::Connect),
+            detail: if level == Level::Up {
+                String::new()
+            } else {
+                "refused".into()
+            },
+            duration: Duration::from_millis(12),
+            observations: Default::default(),
+            at,
+            retries: 0,
+            pending: false,
+        };
+        view.history.record(probe, &outcome);
+        crate::state::lock(&view.state.get(probe).expect("probe")).record(outcome);
+    }
+
+    const PROBES: &str = "status_page: {title: Shop, group_by: team}\nprobes:\n  \
+        - {name: web, kind: tcp, address: '127.0.0.1:1', labels: {team: front}}\n  \
+        - {name: db, kind: tcp, address: '127.0.0.1:2', labels: {team: back}}\n  \
+        - {name: cron, kind: tcp, address: '127.0.0.1:3'}\n  \
+        - {name: secret, kind: tcp, address: '127.0.0.1:4', status_page: {hide: true}}\n";
+
+    #[tokio::test]
+    async fn snapshot_groups_by_label_and_counts_levels() {
+        let view = view(PROBES);
+        let now = SystemTime::now();
+        run(&view, "web", Level::Up, now - Duration::from_secs(60));
+        run(&view, "db", Level::Up, now - Duration::from_secs(120));
+        run(&view, "db", Level::Down, now - Duration::from_secs(30));
+        run(&view, "secret", Level::Down, now);
+        let status = snapshot(&view, now);
+        assert_eq!(status.title, "Shop");
+        let names: Vec<Option<&str>> = status.groups.iter().map(|g| g.name.as_deref()).collect();
+        assert_eq!(
+            names,
+            [Some("back"), Some("front"), None],
+            "named groups sorted, unlabelled last"
+        );
+        assert_eq!(
+            (
+                status.summary.up,
+                status.summary.down,
+                status.summary.pending,
+                status.summary.total
+            ),
+            (1, 1, 1, 3),
+            "the hidden probe is left out; cron has not run"
+        );
+        let db = &status.groups[0].probes[0];
+        assert_eq!((db.level.as_str(), db.reason.as_deref()), ("down", Some("connect")));
+        assert_eq!(db.detail.as_deref(), Some("refused"));
+        assert_eq!(db.consecutive_failures, 1);
+        assert_eq!(db.since, Some(rfc3339(now - Duration::from_secs(30))));
+        assert_eq!(db.uptime.day.runs, 2);
+        assert_eq!(db.uptime.day.ratio, Some(0.5));
+        assert_eq!(status.groups[2].probes[0].level, "pending");
+        assert!(find(&view.config(), "secret").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_probe_of_another_shard_is_not_shown() {
+        let view = view(PROBES);
+        let config = view.config();
+        let web = config.probes.iter().find(|p| p.name == "web").expect("web");
+        view.state.retain(&["db"].into_iter().collect());
+        assert!(probe_status(&view, web, SystemTime::now()).is_none());
+        assert_eq!(snapshot(&view, SystemTime::now()).summary.total, 1);
+    }
+}
