@@ -323,7 +323,15 @@ async fn whatsapp_cloud_api_relay_with_retries_and_throttle() {
         seen[3].2["template"]["components"][0]["parameters"][1]["text"],
         "RESOLVED"
     );
-    let text = metrics(&receiver).await;
+    // The API has seen the request before the receiver counts its answer.
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = metrics(&receiver).await;
+        if text.contains(r#"vigil_notifications_total{channel="whatsapp_cloud_api"} 4"#) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(
         text.contains(r#"vigil_notifications_total{channel="whatsapp_cloud_api"} 4"#),
         "{text}"

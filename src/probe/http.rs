@@ -166,7 +166,7 @@ fn default_max_redirects() -> u32 {
 /// The most redirects a probe may follow.
 pub const MAX_REDIRECTS: u32 = 100;
 /// The largest `body_size_limit`.
-pub const MAX_BODY_SIZE: u64 = 1 << 40;
+pub const MAX_BODY_SIZE: u64 = 1 << 30;
 /// At most this much of a body is kept for body and JSON assertions.
 pub const KEEP_FOR_ASSERTIONS: u64 = 16 << 20;
 
@@ -175,7 +175,7 @@ pub(crate) fn check_body_limit(limit: u64, ctx: &mut BuildContext, path: &str) {
     if limit == 0 {
         ctx.error(path, "must be greater than 0 (leave it out for no limit)");
     } else if limit > MAX_BODY_SIZE {
-        ctx.error(path, "must be at most 1TiB");
+        ctx.error(path, "must be at most 1GiB");
     }
 }
 

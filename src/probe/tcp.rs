@@ -191,10 +191,7 @@ impl ProbeKind for Tcp {
             ctx.error(format!("{path}.query_response"), "at most one step may start TLS");
         }
         if !spec.tls && !starttls && spec.tls_config != TlsSpec::default() {
-            ctx.error(
-                format!("{path}.tls_config"),
-                "tls_config is set but neither tls nor a starttls step uses it",
-            );
+            ctx.error(format!("{path}.tls_config"), "tls_config is set but tls is false");
         }
         let tls = if spec.tls || starttls {
             Some(tls::client_config(

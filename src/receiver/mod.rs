@@ -403,15 +403,15 @@ impl Receiver {
         }
     }
 
-    fn count_notification(&self, channel: &'static str, result: Result<(), &'static str>) {
+    fn count_notification(&self, channel: &'static str, result: Result<(), relay::SendError>) {
         self.metrics
             .notifications
             .get_or_create(&vec![("channel", channel)])
             .inc();
-        if let Err(reason) = result {
+        if let Err(error) = result {
             self.metrics
                 .notifications_failed
-                .get_or_create(&vec![("channel", channel), ("reason", reason)])
+                .get_or_create(&vec![("channel", channel), ("reason", error.reason())])
                 .inc();
         }
     }

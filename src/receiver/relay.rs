@@ -376,8 +376,8 @@ impl Relay {
         }
     }
 
-    /// Sends `message` to every phone; returns one result per phone (`Err(reason label)`).
-    pub async fn send(&self, message: &Message) -> Vec<(String, Result<(), &'static str>)> {
+    /// Sends `message` to every phone; returns one result per phone.
+    pub async fn send(&self, message: &Message) -> Vec<(String, Result<(), SendError>)> {
         let mut results = Vec::new();
         for phone in &self.to {
             results.push((phone.clone(), self.send_one(phone, message).await));
@@ -385,7 +385,7 @@ impl Relay {
         results
     }
 
-    async fn send_one(&self, phone: &str, message: &Message) -> Result<(), &'static str> {
+    async fn send_one(&self, phone: &str, message: &Message) -> Result<(), SendError> {
         let body = Bytes::from(self.body(phone, message).to_string());
         let mut attempt = 0;
         loop {
@@ -422,19 +422,19 @@ impl Relay {
                         .and_then(|v| v.trim().parse::<u64>().ok())
                         .map(|s| Duration::from_secs(s.min(60)));
                     match response.status {
-                        429 => (true, "rate_limited", retry_after),
-                        s if s >= 500 => (true, "server_error", retry_after),
-                        401 | 403 => (false, "auth", None),
-                        _ => (false, "client_error", None),
+                        429 => (true, SendError::RateLimited, retry_after),
+                        s if s >= 500 => (true, SendError::ServerError, retry_after),
+                        401 | 403 => (false, SendError::Auth, None),
+                        _ => (false, SendError::ClientError, None),
                     }
                 }
-                (Ok(_), _) => (true, "connect", None),
-                (Err(_), _) => (true, "timeout", None),
+                (Ok(_), _) => (true, SendError::Connect, None),
+                (Err(_), _) => (true, SendError::Timeout, None),
             };
             if !retryable || attempt >= self.retries {
                 tracing::warn!(
                     channel = self.channel(),
-                    reason,
+                    reason = reason.reason(),
                     attempts = attempt + 1,
                     "WhatsApp message failed"
                 );
@@ -443,6 +443,43 @@ impl Relay {
             let wait = wait.unwrap_or(self.retry_backoff * 2u32.saturating_pow(attempt));
             tokio::time::sleep(wait).await;
             attempt += 1;
+        }
+    }
+}
+
+/// Why a message was not delivered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The provider answered 429, every time.
+    #[error("rate limited by the provider")]
+    RateLimited,
+    /// The provider answered 5xx, every time.
+    #[error("the provider failed (5xx)")]
+    ServerError,
+    /// The provider refused the credentials (401, 403).
+    #[error("the provider refused the credentials")]
+    Auth,
+    /// The provider refused the request (another 4xx).
+    #[error("the provider refused the request")]
+    ClientError,
+    /// No answer: no connection, TLS, or a broken reply.
+    #[error("the provider could not be reached")]
+    Connect,
+    /// No answer within 30 s.
+    #[error("the provider did not answer in time")]
+    Timeout,
+}
+
+impl SendError {
+    /// The bounded label of `vigil_receiver_notifications_failed_total{reason}`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            SendError::RateLimited => "rate_limited",
+            SendError::ServerError => "server_error",
+            SendError::Auth => "auth",
+            SendError::ClientError => "client_error",
+            SendError::Connect => "connect",
+            SendError::Timeout => "timeout",
         }
     }
 }
