@@ -20,7 +20,16 @@ use vigil::probe::Level;
 async fn target() -> String {
     let app = Router::new()
         .route("/ok", get(|| async { "fine" }))
-        .route("/busy", get(|| async { (StatusCode::SERVICE_UNAVAILABLE, "busy") }));
+        .route("/busy", get(|| async { (StatusCode::SERVICE_UNAVAILABLE, "busy") }))
+        .route(
+            "/host",
+            get(|headers: axum::http::HeaderMap| async move {
+                match headers.get("host").and_then(|h| h.to_str().ok()) {
+                    Some("b.test") => StatusCode::OK,
+                    _ => StatusCode::MISDIRECTED_REQUEST,
+                }
+            }),
+        );
     format!("http://{}", common::serve(app).await)
 }
 
@@ -120,7 +129,7 @@ async fn probe_endpoint_speaks_blackbox() {
     let base = target().await;
     let dir = tempfile::tempdir().unwrap();
     let config = common::config(
-        "modules:\n  http_2xx: {kind: http}\n  degraded: {kind: http, degraded_status: [503]}\n  tcp: {kind: tcp}\n",
+        "modules:\n  http_2xx: {kind: http}\n  degraded: {kind: http, degraded_status: [503]}\n  tcp: {kind: tcp}\n  vhost: {kind: http, headers: {Host: a.test}}\n",
         dir.path(),
     );
     let app = App::start(config, None).unwrap();
@@ -139,6 +148,26 @@ async fn probe_endpoint_speaks_blackbox() {
         assert!(body.lines().any(|l| l == line), "missing {line:?} in:\n{body}");
     }
     assert!(body.contains("probe_http_duration_seconds{phase=\"connect\"}"));
+
+    // hostname= sets the Host header, unless the module sets another one.
+    let (status, _, body) = common::get(&router, &format!("/probe?target={base}/host&hostname=b.test"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("probe_success 1"), "{body}");
+    let (_, _, body) = common::get(&router, &format!("/probe?target={base}/host"), None).await;
+    assert!(body.contains("probe_http_status_code 421"), "{body}");
+    let (status, _, body) = common::get(
+        &router,
+        &format!("/probe?module=vhost&target={base}/ok&hostname=b.test"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            "host header defined both in module configuration (a.test) and with URL-parameter 'hostname' (b.test)\n"
+        )
+    );
 
     // module defaults to http_2xx, like blackbox_exporter.
     let (_, _, body) = common::get(&router, &format!("/probe?target={base}/ok"), None).await;

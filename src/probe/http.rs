@@ -117,7 +117,7 @@ pub struct BasicAuth {
 }
 
 /// A regex on one response header.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderPattern {
     /// Header name (case-insensitive).
@@ -131,7 +131,7 @@ pub struct HeaderPattern {
 }
 
 /// A condition on one field of a JSON body: `path` plus at least one test.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JsonCondition {
     /// Field path: `status`, `checks.db.state`, `items[0].name` (a leading `$.` is allowed).
@@ -213,7 +213,7 @@ fn parse_json_path(path: &str) -> Result<Vec<Step>, String> {
     Ok(steps)
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct CompiledJson {
     path: String,
     steps: Vec<Step>,
@@ -221,7 +221,7 @@ struct CompiledJson {
 }
 
 /// An `http` probe's compiled settings.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Http {
     method: Method,
     headers: Vec<(HeaderName, HeaderValue)>,
@@ -238,6 +238,32 @@ pub struct Http {
     valid_http_versions: Vec<f64>,
     fail_if_ssl: bool,
     fail_if_not_ssl: bool,
+    /// `tls_config.server_name`, as configured.
+    configured_server_name: Option<String>,
+}
+
+impl Http {
+    /// This probe with a `Host` header of `host` (and, without a configured
+    /// `tls_config.server_name`, `host` as the TLS server name), as `/probe?hostname=` asks;
+    /// an error when the module sets another `Host` itself.
+    pub fn with_host(&self, host: &str) -> Result<Http, String> {
+        let value = HeaderValue::from_str(host).map_err(|_| format!("hostname {host:?} cannot be a Host header"))?;
+        if let Some((_, own)) = self.headers.iter().find(|(name, _)| name == header::HOST) {
+            if *own == value {
+                return Ok(self.clone());
+            }
+            return Err(format!(
+                "host header defined both in module configuration ({}) and with URL-parameter 'hostname' ({host})",
+                String::from_utf8_lossy(own.as_bytes())
+            ));
+        }
+        let mut http = self.clone();
+        http.headers.push((header::HOST, value));
+        if self.configured_server_name.is_none() {
+            http.client.server_name = Some(host_without_port(host).to_string());
+        }
+        Ok(http)
+    }
 }
 
 /// Parses a target the way blackbox_exporter does: a URL, or `host:port` meaning `http://`.
@@ -680,6 +706,7 @@ fn build_http(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) -> Opt
         valid_http_versions,
         fail_if_ssl: spec.fail_if_ssl,
         fail_if_not_ssl: spec.fail_if_not_ssl,
+        configured_server_name: spec.tls_config.server_name.clone(),
         policy: BodyPolicy { limit, keep, decode },
         client: Client {
             tls,
@@ -872,7 +899,7 @@ enum Scope {
 }
 
 /// A body regex and its scope.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct BodyPattern {
     regex: Pattern,
     scope: Scope,
@@ -1108,6 +1135,7 @@ mod tests {
             valid_http_versions: Vec::new(),
             fail_if_ssl: false,
             fail_if_not_ssl: false,
+            configured_server_name: None,
         };
         let mut windows = Windows::new(&http).expect("window-scoped regexes");
         let mut body = vec![b'x'; 3 << 20];

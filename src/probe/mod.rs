@@ -675,6 +675,15 @@ impl Observed {
 }
 
 impl Probe {
+    /// `/probe?hostname=`: an `http` probe with that `Host` header (and TLS server name), as
+    /// blackbox_exporter has it; other kinds are unchanged. An error says why it cannot be.
+    pub fn with_hostname(&self, host: &str) -> Result<Probe, String> {
+        match self {
+            Probe::Http(http) => http.with_host(host).map(|h| Probe::Http(Arc::new(h))),
+            other => Ok(other.clone()),
+        }
+    }
+
     /// One attempt against `target`, writing what it learns into `obs` (which the caller may
     /// keep when it drops the attempt at its timeout). Its detail is printable: what a target
     /// sent cannot reach a terminal or a log line as escape sequences or line breaks.

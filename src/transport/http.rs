@@ -24,7 +24,7 @@ use super::{ErrorKind, TransportError};
 use crate::secret::SecretNames;
 
 /// How requests reach their server, built at load.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Client {
     /// TLS client settings for `https` URLs.
     pub tls: Arc<ClientConfig>,

@@ -119,6 +119,7 @@ impl std::fmt::Write for ChunkSink {
 struct ProbeQuery {
     target: Option<String>,
     module: Option<String>,
+    hostname: Option<String>,
     #[serde(default)]
     debug: bool,
 }
@@ -151,9 +152,19 @@ async fn probe_handler(State(app): State<Arc<View>>, Query(query): Query<ProbeQu
     let Some(target) = query.target.filter(|t| !t.is_empty()) else {
         return (StatusCode::BAD_REQUEST, "Target parameter is missing\n").into_response();
     };
+    let probe = match query.hostname.as_deref().filter(|h| !h.is_empty()) {
+        None => module.probe.clone(),
+        Some(host) => match module.probe.with_hostname(host) {
+            Ok(probe) => probe,
+            Err(why) => {
+                let shown = crate::printable::printable(&why).into_owned();
+                return (StatusCode::BAD_REQUEST, format!("{shown}\n")).into_response();
+            }
+        },
+    };
     let mut timing = module.timing;
     timing.timeout = probe_timeout(module.timeout, scrape, app.timeout_offset);
-    let outcome = crate::scheduler::execute(&module.probe, &target, &timing, None, &app.context).await;
+    let outcome = crate::scheduler::execute(&probe, &target, &timing, None, &app.context).await;
     let body = blackbox::render(&outcome);
     if query.debug {
         let described = format!(
