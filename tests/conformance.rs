@@ -219,6 +219,7 @@ const MAIN: &[Case] = &[
     case("https_expired_insecure", "http_insecure", "https://127.0.0.1:{expired}/", Up),
     case("https_fail_if_ssl", "http_fail_if_ssl", "https://127.0.0.1:{tls}/", Down),
     case("http_fail_if_ssl_on_plain", "http_fail_if_ssl", "http://127.0.0.1:{http}/", Up),
+    case("https_fail_if_ssl_after_redirect", "http_fail_if_ssl", "http://127.0.0.1:{http}/to-https", Down),
     case("http_fail_if_not_ssl", "http_fail_if_not_ssl", "http://127.0.0.1:{http}/", Down),
     case("https_fail_if_not_ssl", "http_fail_if_not_ssl", "https://127.0.0.1:{tls}/", Up),
     case("http_to_tls_port", "http_2xx", "http://127.0.0.1:{tls}/", Down),
@@ -252,6 +253,8 @@ const MAIN: &[Case] = &[
     case("scrape_timeout_above_module", "http_timeout1", "http://127.0.0.1:{hang}/", Down)
     .scrape_timeout("10")
     .took(1.0),
+    case("scrape_timeout_below_offset", "http_timeout1", "http://127.0.0.1:{hang}/", Down).scrape_timeout("0.3").took(1.0),
+    case("scrape_timeout_none_left", "http_notimeout", "http://127.0.0.1:{hang}/", Down).scrape_timeout("0.3").took(0.0),
     case("scrape_timeout_header_invalid", "http_2xx", "http://127.0.0.1:{http}/", Status(500))
     .scrape_timeout("abc"),
 ];
@@ -457,9 +460,15 @@ impl Report {
     }
 
     fn render(&self) -> String {
+        // One block of rows per case, the case named on its first row.
         let rows = |ds: &mut dyn Iterator<Item = &Difference>| -> Vec<[String; 4]> {
-            ds.map(|d| [d.case.clone(), d.series.clone(), d.blackbox.clone(), d.vigil.clone()])
-                .collect()
+            let mut last = String::new();
+            ds.map(|d| {
+                let case = if d.case == last { String::new() } else { d.case.clone() };
+                last = d.case.clone();
+                [case, d.series.clone(), d.blackbox.clone(), d.vigil.clone()]
+            })
+            .collect()
         };
         let header = ["case", "series", "blackbox 0.23", "vigil"];
         let differing: BTreeSet<&str> = self.differences.iter().map(|d| d.case.as_str()).collect();
