@@ -1,13 +1,18 @@
 //! The blackbox options vigil supports, three ways that must agree (issue 11): the code's list
-//! `vigil::probe::blackbox::SUPPORTED_OPTIONS` (prober, option path such as
-//! `http.valid_status_codes`), the table in README.md's `/probe` section, and what blackbox
-//! 0.23 itself has. Also: the conformance corpus's config (tests/testdata/conformance/blackbox.yml)
-//! uses only supported options, and every option issue 11 asks for is supported.
+//! `vigil::probe::blackbox::SUPPORTED_OPTIONS`, the table in README.md's `/probe` section, and
+//! what blackbox 0.23 itself has. Also: the conformance corpus's config
+//! (tests/testdata/conformance/blackbox.yml) uses only supported options, and every option
+//! issue 11 asks for is supported.
+//!
+//! An entry is `(prober, option)`: the option a dotted path inside the prober's block, written
+//! with or without the block (`("http", "tls_config.ca_file")` or `("http",
+//! "http.tls_config.ca_file")`); a module's own keys (`prober`, `timeout`, the blocks) under
+//! `module` or under a prober.
 //!
 //! The README table is the first table of the `/probe` section whose header has a `prober` and
-//! an `option` column; each row names its prober, and its option cell holds one or more option
-//! paths in backticks (`` `http.tls_config` ``, or several: `` `http.basic_auth.username`,
-//! `http.basic_auth.password` ``). Other columns are free.
+//! an `option` column; each row names its prober (or `module`), and its option cell holds one or
+//! more option paths in backticks (`` `tls_config` ``, or several: `` `basic_auth.username`,
+//! `basic_auth.password` ``). Other columns are free.
 //!
 //! This file is its own test binary so that, while the list does not exist yet, the conformance
 //! test itself still builds and runs.
@@ -20,8 +25,8 @@ use yaml_rust2::{Yaml, YamlLoader};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-/// Keys of a module outside its prober's block.
-const MODULE_KEYS: &[&str] = &["prober", "timeout"];
+/// Keys of a module itself, outside its prober's block.
+const MODULE_KEYS: &[&str] = &["prober", "timeout", "http", "tcp", "dns", "icmp", "grpc"];
 
 /// Keys of `tls_config` in prometheus/common 0.39 (no inline `ca`, `cert`, `key` yet).
 const TLS_CONFIG: &[&str] = &[
@@ -146,20 +151,39 @@ fn blackbox_keys(prober: &str) -> Vec<String> {
     keys
 }
 
-/// Whether `path` is an option of blackbox 0.23 for modules of `prober`.
-fn blackbox_has(prober: &str, path: &str) -> bool {
-    MODULE_KEYS.contains(&path)
-        || path
-            .strip_prefix(prober)
-            .and_then(|rest| rest.strip_prefix('.'))
-            .is_some_and(|key| blackbox_keys(prober).iter().any(|k| k == key))
+/// An entry as `(scope, full path)`: scope `module` or a prober; a block's options with the
+/// block in front (`http.tls_config.ca_file`), a module's own keys bare (`timeout`).
+fn normalized(prober: &str, option: &str) -> (String, String) {
+    let option = option.trim();
+    if prober == "module" || MODULE_KEYS.contains(&option) || option.starts_with(&format!("{prober}.")) {
+        (prober.to_string(), option.to_string())
+    } else {
+        (prober.to_string(), format!("{prober}.{option}"))
+    }
 }
 
-/// Whether `path` is covered by the code's list: listed itself, or inside a listed block.
+fn code_list() -> BTreeSet<(String, String)> {
+    SUPPORTED_OPTIONS.iter().map(|(p, o)| normalized(p, o)).collect()
+}
+
+/// Whether blackbox 0.23 has the option `path` (normalized) in `scope`.
+fn blackbox_has(scope: &str, path: &str) -> bool {
+    MODULE_KEYS.contains(&path)
+        || path
+            .strip_prefix(scope)
+            .and_then(|rest| rest.strip_prefix('.'))
+            .is_some_and(|key| blackbox_keys(scope).iter().any(|k| k == key))
+}
+
+/// Whether a module of `prober` may set `path` (normalized): a module key listed for `module`
+/// or for that prober; a block's option listed itself, or inside a listed option.
 fn supported(prober: &str, path: &str) -> bool {
-    SUPPORTED_OPTIONS
-        .iter()
-        .any(|(p, s)| *p == prober && (path == *s || path.starts_with(&format!("{s}."))))
+    let list = code_list();
+    if MODULE_KEYS.contains(&path) {
+        return list.iter().any(|(p, o)| o == path && (p == "module" || p == prober));
+    }
+    list.iter()
+        .any(|(p, o)| p == prober && (path == o || path.starts_with(&format!("{o}."))))
 }
 
 /// `prober: path` lines, for messages.
@@ -219,7 +243,7 @@ fn readme_table() -> BTreeSet<(String, String)> {
             let quoted: Vec<&str> = cell.split('`').skip(1).step_by(2).collect();
             let paths = if quoted.is_empty() { vec![cell.trim()] } else { quoted };
             for path in paths {
-                rows.insert((named.clone(), path.trim().to_string()));
+                rows.insert(normalized(&named, path));
             }
         }
         return rows;
@@ -229,10 +253,7 @@ fn readme_table() -> BTreeSet<(String, String)> {
 
 #[test]
 fn readme_lists_exactly_the_supported_options() {
-    let code: BTreeSet<(String, String)> = SUPPORTED_OPTIONS
-        .iter()
-        .map(|(p, o)| (p.to_string(), o.to_string()))
-        .collect();
+    let code = code_list();
     assert_eq!(
         code.len(),
         SUPPORTED_OPTIONS.len(),
@@ -252,14 +273,14 @@ fn readme_lists_exactly_the_supported_options() {
 
 #[test]
 fn supported_options_are_blackbox_options() {
-    let unknown: Vec<_> = SUPPORTED_OPTIONS
-        .iter()
-        .filter(|(prober, path)| !blackbox_has(prober, path))
+    let unknown: Vec<_> = code_list()
+        .into_iter()
+        .filter(|(scope, path)| !blackbox_has(scope, path))
         .collect();
     assert!(
         unknown.is_empty(),
         "SUPPORTED_OPTIONS names options blackbox_exporter 0.23 does not have:{}",
-        lines(unknown)
+        lines(&unknown)
     );
 }
 
@@ -297,9 +318,9 @@ fn every_option_issue_11_asks_for_is_supported() {
     // A block counts as supported when it is listed, or when any of its keys is.
     let covered = |prober: &str, path: &str| {
         supported(prober, path)
-            || SUPPORTED_OPTIONS
+            || code_list()
                 .iter()
-                .any(|(p, s)| *p == prober && s.starts_with(&format!("{path}.")))
+                .any(|(p, o)| p == prober && o.starts_with(&format!("{path}.")))
     };
     let missing: Vec<_> = wanted.iter().filter(|(p, o)| !covered(p, o)).collect();
     assert!(
