@@ -752,10 +752,13 @@ fn probe_answers_like_blackbox_exporter() {
 fn big_bodies_and_gzip_bombs_keep_vigil_under_64_mib() {
     let started = Instant::now();
     let bench = bench(vigil);
+    let before = exporters::peak_rss(bench.vigil().pid());
     let mut report = run_group("64 MiB body and gzip bomb", MEMORY, &bench, false);
     let peak = exporters::peak_rss(bench.vigil().pid());
     report.notes.push(format!(
-        "vigil's peak RSS (VmHWM, whole process life) over these cases: {:.1} MiB (limit {} MiB); {:.1} s",
+        "vigil's peak RSS (VmHWM, whole process life): {:.1} MiB before these cases, {:.1} MiB after \
+         them (limit {} MiB); {:.1} s",
+        before as f64 / (1024.0 * 1024.0),
         peak as f64 / (1024.0 * 1024.0),
         PEAK_RSS_LIMIT / (1024 * 1024),
         started.elapsed().as_secs_f64()
