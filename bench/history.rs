@@ -100,7 +100,7 @@ fn outcome(rng: &mut fastrand::Rng, at: SystemTime) -> Outcome {
         reason,
         detail,
         duration: Duration::from_micros(2_000 + u64::from(rng.u32(0..198_000)) / (1 + u64::from(rng.u32(0..8)))),
-        observations: Default::default(),
+        observations: vigil::probe::Kind::Http.observed(),
         at,
         retries: 0,
         pending: false,

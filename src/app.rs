@@ -16,10 +16,10 @@ use crate::inventory::kubernetes;
 use crate::live;
 use crate::metrics::{self, ReloadMetrics};
 use crate::poison::{LockUnpoisoned, RwLockUnpoisoned};
-use crate::probe::net::Sockets;
 use crate::probe::{CheckContext, Kind};
 use crate::scheduler::{Applied, Scheduler, Shard, Sinks};
 use crate::state::State;
+use crate::transport::connect::Sockets;
 pub use crate::view::{View, context_for};
 
 /// The running exporter: its [`View`], and what changes what runs (the scheduler, the
@@ -33,6 +33,7 @@ pub struct Control {
     reloading: Mutex<()>,
     stopping: watch::Sender<bool>,
     storage_path: Option<PathBuf>,
+    blackbox_file: Option<PathBuf>,
 }
 
 /// The running exporter, as `vigil run` and the tests start it.
@@ -58,6 +59,12 @@ pub struct Options {
     /// The probes' share of the process' descriptors (see [`crate::descriptors`]); unlimited
     /// by default.
     pub sockets: Sockets,
+    /// `--blackbox.config-file`: a blackbox_exporter config file whose modules `/probe`
+    /// serves, read again at each reload (the config's `blackbox_config_file` otherwise).
+    pub blackbox_file: Option<PathBuf>,
+    /// `--timeout-offset`: how much of a scrape's timeout `/probe` leaves to Prometheus
+    /// (default 0.5 s, as blackbox_exporter).
+    pub timeout_offset: Option<std::time::Duration>,
 }
 
 impl Control {
@@ -82,6 +89,8 @@ impl Control {
             storage_path,
             external_url,
             sockets,
+            blackbox_file,
+            timeout_offset,
         } = options;
         config.default_state_dir(storage_path.as_deref());
         let mut context = context_for(&config)?;
@@ -126,6 +135,7 @@ impl Control {
             live,
             config: RwLock::new(Arc::new(config)),
             stopping: stopping_rx,
+            timeout_offset: timeout_offset.unwrap_or(crate::view::TIMEOUT_OFFSET),
         });
         let app = Arc::new(Control {
             view,
@@ -136,6 +146,7 @@ impl Control {
             reloading: Mutex::new(()),
             stopping,
             storage_path,
+            blackbox_file,
         });
         tokio::spawn(crate::status::log_summaries(Arc::downgrade(&app.view)));
         Ok(app)
@@ -169,7 +180,7 @@ impl Control {
 
     fn apply_reload(&self) -> Result<Applied, ReloadError> {
         let source = self.config().source.clone();
-        match Config::load(&source) {
+        match Config::load_with_blackbox(&source, self.blackbox_file.as_deref()) {
             Ok(mut config) => {
                 config.default_state_dir(self.storage_path.as_deref());
                 let running = self.config();

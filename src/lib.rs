@@ -23,6 +23,7 @@ pub mod spec;
 pub mod state;
 pub mod status;
 pub mod table;
+pub mod transport;
 pub mod view;
 pub mod web;
 

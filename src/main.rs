@@ -12,8 +12,8 @@ use tracing::{error, info};
 use vigil::app::App;
 use vigil::config::{Config, Source};
 use vigil::descriptors::Budget;
-use vigil::probe::net::Sockets;
 use vigil::scheduler::Shard;
+use vigil::transport::connect::Sockets;
 use vigil::web::listener::{self, Limits, WebConfig};
 
 #[derive(Parser)]
@@ -98,6 +98,14 @@ enum Command {
         /// (relative to the working directory; created if missing).
         #[arg(long = "storage.path", default_value = "data")]
         storage_path: PathBuf,
+        /// A blackbox_exporter config file whose http and tcp modules /probe serves as they are
+        /// (read again at each reload).
+        #[arg(long = "blackbox.config-file")]
+        blackbox_config: Option<PathBuf>,
+        /// How much of Prometheus' scrape timeout /probe leaves for the answer, as
+        /// blackbox_exporter's flag of the same name.
+        #[arg(long = "timeout-offset", default_value = "0.5", value_parser = parse_seconds)]
+        timeout_offset: Duration,
         #[command(flatten)]
         limits: ListenLimits,
         #[command(flatten)]
@@ -111,6 +119,9 @@ enum Command {
         /// The state folder `vigil run` would use when the config has no `state_dir`.
         #[arg(long = "storage.path", default_value = "data")]
         storage_path: PathBuf,
+        /// A blackbox_exporter config file to validate with it (as `vigil run` reads it).
+        #[arg(long = "blackbox.config-file")]
+        blackbox_config: Option<PathBuf>,
     },
     /// Run the Alertmanager webhook receiver: guarded restarts and the WhatsApp relay.
     Receiver {
@@ -173,7 +184,11 @@ fn source(config: Option<PathBuf>) -> Source {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Check { config, storage_path } => check(config, &storage_path),
+        Command::Check {
+            config,
+            storage_path,
+            blackbox_config,
+        } => check(config, &storage_path, blackbox_config.as_deref()),
         Command::Status { url, timeout } => runtime().map(|rt| rt.block_on(status(&url, timeout))),
         Command::Once { config, log } => init_logs(&log).and_then(|()| runtime()?.block_on(once(source(config)))),
         Command::Receiver {
@@ -199,6 +214,8 @@ fn main() -> ExitCode {
             external_url,
             shard,
             storage_path,
+            blackbox_config,
+            timeout_offset,
             limits,
             log,
         } => init_logs(&log).and_then(|()| {
@@ -209,6 +226,10 @@ fn main() -> ExitCode {
                 shard.as_deref(),
                 storage_path,
                 external_url,
+                Blackbox {
+                    file: blackbox_config,
+                    timeout_offset,
+                },
                 &limits,
             ))
         }),
@@ -229,8 +250,12 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the Tokio runtime")
 }
 
-fn check(path: PathBuf, storage_path: &std::path::Path) -> anyhow::Result<ExitCode> {
-    match Config::check(&Source::File(path.clone())) {
+fn check(
+    path: PathBuf,
+    storage_path: &std::path::Path,
+    blackbox: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    match Config::check_with_blackbox(&Source::File(path.clone()), blackbox) {
         Ok(mut config) => {
             config.default_state_dir(Some(storage_path));
             if let Some(dir) = config.state_dir.path()
@@ -290,6 +315,22 @@ async fn once(source: Source) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// `vigil run`'s blackbox_exporter flags.
+struct Blackbox {
+    file: Option<PathBuf>,
+    timeout_offset: Duration,
+}
+
+/// Seconds as blackbox_exporter's `--timeout-offset` takes them (`0.5`).
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .ok_or_else(|| format!("`{text}` is not a number of seconds (e.g. 0.5)"))
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn run(
     source: Source,
     listen: &str,
@@ -297,6 +338,7 @@ async fn run(
     shard: Option<&str>,
     storage_path: PathBuf,
     external_url: Option<String>,
+    blackbox: Blackbox,
     limits: &ListenLimits,
 ) -> anyhow::Result<ExitCode> {
     let shard = shard.map(Shard::parse).transpose().map_err(anyhow::Error::msg)?;
@@ -305,7 +347,7 @@ async fn run(
         Some(path) => WebConfig::load(path).map_err(anyhow::Error::msg)?,
         None => WebConfig::default(),
     };
-    let config = Config::load(&source)?;
+    let config = Config::load_with_blackbox(&source, blackbox.file.as_deref())?;
     let socket = listener::bind(addr).with_context(|| format!("listening on {addr}"))?;
     let (budget, limits) = limits.resolve();
     let local = socket.local_addr().unwrap_or(addr);
@@ -321,6 +363,8 @@ async fn run(
             storage_path: Some(storage_path),
             external_url: Some(external_url),
             sockets: Sockets::limited(budget.probes),
+            blackbox_file: blackbox.file,
+            timeout_offset: Some(blackbox.timeout_offset),
         },
     )?;
     if let Err(e) = app.ready().await {

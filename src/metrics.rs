@@ -13,7 +13,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::probe::Level;
+use crate::probe::{Emit, Level, Publish};
 use crate::state::{ProbeState, State, lock};
 
 /// `Content-Type` of the OpenMetrics text format.
@@ -310,6 +310,28 @@ impl EncodeLabelSet for ProbeLabels<'_> {
     }
 }
 
+/// Where a kind's samples go on `/metrics`: its family, with the probe's labels.
+struct Samples<'a, 'b, 'c> {
+    family: &'a mut prometheus_client::encoding::MetricEncoder<'b>,
+    state: &'c ProbeState,
+    result: fmt::Result,
+}
+
+impl Emit for Samples<'_, '_, '_> {
+    fn gauge(&mut self, labels: &[(&str, &str)], value: f64) {
+        if self.result.is_err() {
+            return;
+        }
+        self.result = self
+            .family
+            .encode_family(&ProbeLabels {
+                state: self.state,
+                extra: labels,
+            })
+            .and_then(|mut metric| metric.encode_gauge(&value));
+    }
+}
+
 /// Encodes every probe's state at scrape time.
 #[derive(Debug)]
 struct ProbeCollector {
@@ -554,60 +576,30 @@ impl Collector for ProbeCollector {
                 }
             }
         }
-        gauge_family(
-            &mut encoder,
-            &probes,
-            "vigil_probe_http_status_code",
-            "HTTP status code of the last response.",
-            None,
-            |s, emit| match s.last.as_ref().and_then(|l| l.observations.http_status) {
-                Some(code) => emit(&[], f64::from(code)),
-                None => Ok(()),
-            },
-        )?;
-        gauge_family(
-            &mut encoder,
-            &probes,
-            "vigil_probe_http_duration",
-            "Duration of each phase of the last HTTP run.",
-            seconds,
-            |s, emit| {
-                let Some(phases) = s
-                    .last
-                    .as_ref()
-                    .filter(|l| l.observations.http_status.is_some())
-                    .and_then(|l| l.observations.phases)
-                else {
-                    return Ok(());
+        // What each kind declares it publishes, one descriptor per name over every kind.
+        for group in crate::probe::family_groups(Publish::Metrics) {
+            let unit = group.unit.map(|u| u.encoder_unit());
+            let mut family = encoder.encode_descriptor(group.name, group.help, unit.as_ref(), MetricType::Gauge)?;
+            for handle in &probes {
+                let state = lock(handle);
+                let Some(index) = group.index_for(state.meta.kind) else {
+                    continue;
                 };
-                for (phase, d) in phases.labelled() {
-                    emit(&[("phase", phase)], d.as_secs_f64())?;
-                }
-                Ok(())
-            },
-        )?;
-        gauge_family(
-            &mut encoder,
-            &probes,
-            "vigil_probe_tls_cert_expiry_timestamp",
-            "Earliest expiry of the certificates the target presented (last known: kept while a handshake fails).",
-            seconds,
-            |s, emit| match s.known.tls_cert_expiry {
-                Some(at) => emit(&[], unix_seconds(at)),
-                None => Ok(()),
-            },
-        )?;
-        gauge_family(
-            &mut encoder,
-            &probes,
-            "vigil_freshness_newest_timestamp",
-            "When the newest record of a freshness source was written (last known: kept while the source cannot be queried).",
-            seconds,
-            |s, emit| match s.known.freshness_newest {
-                Some(at) => emit(&[], unix_seconds(at)),
-                None => Ok(()),
-            },
-        )?;
+                let mut out = Samples {
+                    family: &mut family,
+                    state: &state,
+                    result: Ok(()),
+                };
+                crate::probe::emit(
+                    state.meta.kind,
+                    index,
+                    state.last.as_ref().map(|l| &l.observations),
+                    &state.carried,
+                    &mut out,
+                );
+                out.result?;
+            }
+        }
         gauge_family(
             &mut encoder,
             &probes,

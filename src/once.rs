@@ -11,7 +11,8 @@ use crate::state::Outcome;
 pub async fn run(config: &Config) -> crate::Result<Vec<(&ProbeDef, Outcome)>> {
     let mut context = crate::app::context_for(config)?;
     // No listener here: the probes may have all but the reserve.
-    context.sockets = crate::probe::net::Sockets::limited(crate::descriptors::Budget::of_process(Some(1)).probes);
+    context.sockets =
+        crate::transport::connect::Sockets::limited(crate::descriptors::Budget::of_process(Some(1)).probes);
     let limiter = std::sync::Arc::new(tokio::sync::Semaphore::new(config.concurrency));
     let tasks: Vec<_> = config
         .probes
@@ -32,7 +33,7 @@ pub async fn run(config: &Config) -> crate::Result<Vec<(&ProbeDef, Outcome)>> {
             reason: Some(Reason::Internal),
             detail: format!("the probe's task failed: {e}"),
             duration: std::time::Duration::ZERO,
-            observations: Default::default(),
+            observations: def.probe.observed(),
             at: std::time::SystemTime::now(),
             retries: 0,
             pending: false,

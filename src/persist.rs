@@ -158,3 +158,27 @@ pub fn state_dir_problem(dir: &Path) -> Option<String> {
         }
     }
 }
+
+/// `t` to the millisecond, as state files keep times: what is published before and after a
+/// restart is then the same number.
+pub fn to_ms(t: std::time::SystemTime) -> std::time::SystemTime {
+    crate::history::from_unix_ms(crate::history::unix_ms(t))
+}
+
+/// Serde for an optional time as milliseconds since the Unix epoch (`#[serde(with =
+/// "crate::persist::unix_ms")]`).
+pub mod unix_ms {
+    use std::time::SystemTime;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    /// Writes it.
+    pub fn serialize<S: Serializer>(t: &Option<SystemTime>, serializer: S) -> Result<S::Ok, S::Error> {
+        t.map(crate::history::unix_ms).serialize(serializer)
+    }
+
+    /// Reads it.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<SystemTime>, D::Error> {
+        Ok(Option::<i64>::deserialize(deserializer)?.map(crate::history::from_unix_ms))
+    }
+}

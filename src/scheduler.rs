@@ -15,50 +15,50 @@ use crate::config::{Config, ProbeDef, Timing};
 use crate::history::{History, unix_ms};
 use crate::live;
 use crate::poison::LockUnpoisoned;
-use crate::probe::{CheckContext, Checked, Level, Probe, Reason};
+use crate::probe::{CheckContext, Level, Observed, Probe, Reason, Verdict};
 use crate::state::{Outcome, ProbeHandle, State, lock};
 
-/// Applies the latency thresholds to an attempt's result.
-pub fn apply_latency(mut checked: Checked, took: Duration, timing: &Timing) -> Checked {
+/// Applies the latency thresholds to an attempt's verdict.
+pub fn apply_latency(mut verdict: Verdict, took: Duration, timing: &Timing) -> Verdict {
     let show = |d: Duration| format!("{:.3}s", d.as_secs_f64());
-    if checked.level != Level::Down && took > timing.down_after {
-        checked.level = Level::Down;
-        checked.reason = Some(Reason::Latency);
-        checked.detail = format!("took {} (down_after {})", show(took), show(timing.down_after));
-    } else if checked.level == Level::Up && took > timing.degraded_after {
-        checked.level = Level::Degraded;
-        checked.reason = Some(Reason::Latency);
-        checked.detail = format!("took {} (degraded_after {})", show(took), show(timing.degraded_after));
+    if verdict.level != Level::Down && took > timing.down_after {
+        verdict.level = Level::Down;
+        verdict.reason = Some(Reason::Latency);
+        verdict.detail = format!("took {} (down_after {})", show(took), show(timing.down_after));
+    } else if verdict.level == Level::Up && took > timing.degraded_after {
+        verdict.level = Level::Degraded;
+        verdict.reason = Some(Reason::Latency);
+        verdict.detail = format!("took {} (degraded_after {})", show(took), show(timing.degraded_after));
     }
-    checked
+    verdict
 }
 
-/// One attempt under a timeout, in its own task so that a panic fails this attempt alone.
-async fn attempt(probe: &Probe, target: &str, timeout: Duration, context: &CheckContext) -> (Checked, Duration) {
+/// One attempt under a timeout. A panic fails this attempt alone; at the timeout the attempt is
+/// dropped, and what it had observed until then stays in `obs`.
+async fn attempt(
+    probe: &Probe,
+    target: &str,
+    timeout: Duration,
+    context: &CheckContext,
+    obs: &mut Observed,
+) -> (Verdict, Duration) {
+    use futures::FutureExt;
     let started = Instant::now();
-    let (probe, owned_target, context) = (probe.clone(), target.to_owned(), context.clone());
-    let mut task = tokio::spawn(async move { probe.check(&owned_target, &context).await });
-    let checked = match tokio::time::timeout(timeout, &mut task).await {
-        Ok(Ok(checked)) => checked,
-        Ok(Err(e)) => Checked::down(
-            Reason::Internal,
-            if e.is_panic() {
-                "the probe panicked (a bug in vigil)"
-            } else {
-                "the probe was cancelled"
-            },
-            Default::default(),
-        ),
+    *obs = probe.observed();
+    let run = std::panic::AssertUnwindSafe(probe.check(target, context, obs)).catch_unwind();
+    let result = tokio::time::timeout(timeout, run).await;
+    let verdict = match result {
+        Ok(Ok(verdict)) => verdict,
+        Ok(Err(_)) => Verdict::down(Reason::Internal, "the probe panicked (a bug in vigil)"),
         Err(_) => {
-            task.abort();
-            Checked::down(
+            obs.interrupted();
+            Verdict::down(
                 Reason::Timeout,
                 format!("no result within {}", humantime::format_duration(timeout)),
-                Default::default(),
             )
         }
     };
-    (checked, started.elapsed())
+    (verdict, started.elapsed())
 }
 
 /// Runs `probe` against `target` with `timing`'s timeout, retries and thresholds.
@@ -70,28 +70,29 @@ pub async fn execute(
     context: &CheckContext,
 ) -> Outcome {
     let mut retries = 0;
+    let mut obs = probe.observed();
     loop {
         let permit = match limiter {
             Some(l) => l.acquire().await.ok(),
             None => None,
         };
-        let (checked, took) = attempt(probe, target, timing.timeout, context).await;
+        let (verdict, took) = attempt(probe, target, timing.timeout, context, &mut obs).await;
         drop(permit);
-        let checked = apply_latency(checked, took, timing);
-        if checked.level == Level::Down && retries < timing.retries {
+        let verdict = apply_latency(verdict, took, timing);
+        if verdict.level == Level::Down && retries < timing.retries {
             retries += 1;
             tokio::time::sleep(timing.retry_delay).await;
             continue;
         }
         return Outcome {
-            level: checked.level,
-            reason: checked.reason,
-            detail: checked.detail,
+            level: verdict.level,
+            reason: verdict.reason,
+            detail: verdict.detail,
             duration: took,
-            observations: checked.observations,
+            observations: obs,
             at: SystemTime::now(),
             retries,
-            pending: checked.pending,
+            pending: verdict.pending,
         };
     }
 }
@@ -352,7 +353,7 @@ mod tests {
             retries: 0,
             retry_delay: Duration::from_secs(1),
         };
-        let up = Checked::up(Default::default());
+        let up = Verdict::up();
         assert_eq!(
             apply_latency(up.clone(), Duration::from_millis(500), &timing).level,
             Level::Up
@@ -361,7 +362,7 @@ mod tests {
         assert_eq!((slow.level, slow.reason), (Level::Degraded, Some(Reason::Latency)));
         let very = apply_latency(up, Duration::from_secs(6), &timing);
         assert_eq!((very.level, very.reason), (Level::Down, Some(Reason::Latency)));
-        let failed = Checked::down(Reason::Status, "500", Default::default());
+        let failed = Verdict::down(Reason::Status, "500");
         assert_eq!(
             apply_latency(failed, Duration::from_secs(6), &timing).reason,
             Some(Reason::Status)

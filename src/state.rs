@@ -20,7 +20,7 @@ use tracing::warn;
 use crate::config::{ProbeDef, Timing};
 use crate::history::{from_unix_ms, unix_ms};
 use crate::poison::{LockUnpoisoned, RwLockUnpoisoned};
-use crate::probe::{Kind, Level, Observations, Reason, Thresholds};
+use crate::probe::{Carried, Kind, Level, Observed, Reason, Thresholds};
 
 /// The result of one scheduled run (after retries and latency thresholds).
 #[derive(Clone, Debug, PartialEq)]
@@ -34,12 +34,12 @@ pub struct Outcome {
     /// Duration of the last attempt.
     pub duration: Duration,
     /// What the last attempt observed.
-    pub observations: Observations,
+    pub observations: Observed,
     /// When the run finished.
     pub at: SystemTime,
     /// Extra attempts made (retries).
     pub retries: u32,
-    /// Nothing to judge yet (see [`crate::probe::Checked::pending`]): not recorded.
+    /// Nothing to judge yet (see [`crate::probe::Verdict::pending`]): not recorded.
     pub pending: bool,
 }
 
@@ -109,32 +109,6 @@ pub struct Current {
     pub since: SystemTime,
 }
 
-/// Values a run may fail to observe, published as last known until a run observes them again,
-/// so a check that fails never reads as a recovery (an expired certificate whose handshake
-/// fails, a freshness source that cannot be queried).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Known {
-    /// Earliest `notAfter` of the certificates the target last presented.
-    pub tls_cert_expiry: Option<SystemTime>,
-    /// Freshness kinds: when the newest record was written, as last read.
-    pub freshness_newest: Option<SystemTime>,
-}
-
-impl Known {
-    fn update(&mut self, outcome: &Outcome) {
-        let obs = &outcome.observations;
-        if let Some(expiry) = obs.tls_cert_expiry {
-            self.tls_cert_expiry = Some(expiry);
-        }
-        match obs.freshness_newest {
-            Some(newest) => self.freshness_newest = Some(newest),
-            // The source answered and holds nothing: there is no newest record any more.
-            None if outcome.reason == Some(Reason::Empty) => self.freshness_newest = None,
-            None => {}
-        }
-    }
-}
-
 /// Everything vigil knows about one probe.
 #[derive(Debug)]
 pub struct ProbeState {
@@ -162,8 +136,9 @@ pub struct ProbeState {
     pub consecutive_failures: u64,
     /// When the current streak of DOWN runs last reached a multiple of `remind_every`.
     pub reminder: Option<SystemTime>,
-    /// Values last known.
-    pub known: Known,
+    /// What the kind carries from run to run (values last known, such as a certificate's
+    /// expiry while handshakes fail), kept across restarts.
+    pub carried: Carried,
     /// When vigil first ran this probe (kept across restarts).
     pub first_seen: SystemTime,
     /// Latency histogram.
@@ -178,6 +153,7 @@ impl ProbeState {
             .chain(meta.kind.own_reasons())
             .map(|&r| (r, 0))
             .collect();
+        let carried = meta.kind.carried();
         Self {
             meta,
             runs: 0,
@@ -191,7 +167,7 @@ impl ProbeState {
             last_failure: None,
             consecutive_failures: 0,
             reminder: None,
-            known: Known::default(),
+            carried,
             first_seen: SystemTime::now(),
             histogram: Histogram::default(),
             dirty,
@@ -232,7 +208,7 @@ impl ProbeState {
             since,
         });
         self.last_run = Some(outcome.at);
-        self.known.update(&outcome);
+        self.carried.keep(&outcome.observations);
         self.last = Some(outcome);
         self.dirty.mark(previous != self.current.map(|c| c.level));
         previous
@@ -255,10 +231,9 @@ impl ProbeState {
             .and_then(|(reason, at)| Some((Reason::from_name(reason)?, from_unix_ms(*at))));
         self.consecutive_failures = saved.consecutive_failures;
         self.reminder = saved.reminder_ms.map(from_unix_ms);
-        self.known = Known {
-            tls_cert_expiry: saved.tls_cert_expiry_ms.map(from_unix_ms),
-            freshness_newest: saved.freshness_newest_ms.map(from_unix_ms),
-        };
+        if let Some(carried) = self.meta.kind.restore(&saved.carried) {
+            self.carried = carried;
+        }
         if let Some(first) = saved.first_seen_ms {
             self.first_seen = from_unix_ms(first);
         }
@@ -278,8 +253,7 @@ impl ProbeState {
                 .map(|(reason, at)| (reason.as_str().to_string(), unix_ms(at))),
             consecutive_failures: self.consecutive_failures,
             reminder_ms: self.reminder.map(unix_ms),
-            tls_cert_expiry_ms: self.known.tls_cert_expiry.map(unix_ms),
-            freshness_newest_ms: self.known.freshness_newest.map(unix_ms),
+            carried: self.carried.to_json(),
             first_seen_ms: Some(unix_ms(self.first_seen)),
         })
     }
@@ -303,19 +277,14 @@ struct Saved {
     consecutive_failures: u64,
     #[serde(default)]
     reminder_ms: Option<i64>,
+    /// What the kind carries (its own JSON).
     #[serde(default)]
-    tls_cert_expiry_ms: Option<i64>,
-    #[serde(default)]
-    freshness_newest_ms: Option<i64>,
+    carried: serde_json::Value,
     #[serde(default)]
     first_seen_ms: Option<i64>,
 }
 
-/// `t` to the millisecond, as kept in the state file: what is published before and after a
-/// restart is then the same number.
-fn to_ms(t: SystemTime) -> SystemTime {
-    from_unix_ms(unix_ms(t))
-}
+use crate::persist::to_ms;
 
 /// The state file.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -408,7 +377,7 @@ impl State {
             if state.meta.kind == meta.kind && state.meta.labels == meta.labels {
                 if state.meta.target != meta.target {
                     // What was known of another target says nothing about this one.
-                    state.known = Known::default();
+                    state.carried = meta.kind.carried();
                 }
                 state.meta = meta;
                 drop(state);
@@ -520,7 +489,7 @@ mod tests {
             reason: Some(reason),
             detail: String::new(),
             duration: Duration::from_millis(5),
-            observations: Observations::default(),
+            observations: Kind::Tcp.observed(),
             at,
             retries: 0,
             pending: false,
@@ -550,7 +519,13 @@ mod tests {
                 let mut s = lock(&handle);
                 s.record(down(began, Reason::Connect));
                 let mut with_cert = down(began + Duration::from_secs(30), Reason::Tls);
-                with_cert.observations.tls_cert_expiry = Some(began + Duration::from_secs(86_400));
+                with_cert.observations = crate::probe::Observed::Tcp(crate::probe::tcp::Obs {
+                    tls_seen: crate::transport::tls::TlsSeen {
+                        refused_expiry: Some(began + Duration::from_secs(86_400)),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                });
                 s.record(with_cert);
             }
             state.save().await.expect("save");
@@ -563,7 +538,8 @@ mod tests {
         assert_eq!(s.consecutive_failures, 2);
         assert_eq!(s.reminder, Some(began + Duration::from_secs(30)));
         assert_eq!(s.last_failure, Some((Reason::Tls, began + Duration::from_secs(30))));
-        assert_eq!(s.known.tls_cert_expiry, Some(began + Duration::from_secs(86_400)));
+        let expiry = |s: &ProbeState| s.carried.of::<crate::probe::tcp::Tcp>().and_then(|k| k.cert.at);
+        assert_eq!(expiry(&s), Some(began + Duration::from_secs(86_400)));
         assert!(s.last.is_none(), "no run of this process yet");
         // The next DOWN run continues the incident; its failed handshake keeps the expiry known.
         assert_eq!(
@@ -571,7 +547,7 @@ mod tests {
             Some(Level::Down)
         );
         assert_eq!(s.current.map(|c| c.since), Some(began));
-        assert_eq!(s.known.tls_cert_expiry, Some(began + Duration::from_secs(86_400)));
+        assert_eq!(expiry(&s), Some(began + Duration::from_secs(86_400)));
         assert_eq!(s.consecutive_failures, 3);
         // A recovery starts a new level.
         let mut up = down(began + Duration::from_secs(90), Reason::Connect);
@@ -599,18 +575,25 @@ mod tests {
     }
 
     #[test]
-    fn a_freshness_source_that_cannot_be_queried_keeps_its_newest_record() {
+    fn a_changed_target_forgets_what_was_carried() {
         let state = State::in_memory();
         let handle = state.upsert(&def("probes: [{name: a, kind: tcp, address: '127.0.0.1:1'}]"));
-        let mut s = lock(&handle);
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let mut read = down(at, Reason::Stale);
-        read.observations.freshness_newest = Some(at - Duration::from_secs(600));
-        s.record(read);
-        s.record(down(at + Duration::from_secs(30), Reason::Query));
-        assert_eq!(s.known.freshness_newest, Some(at - Duration::from_secs(600)));
-        s.record(down(at + Duration::from_secs(60), Reason::Empty));
-        assert_eq!(s.known.freshness_newest, None, "the source answered: it holds nothing");
+        {
+            let mut s = lock(&handle);
+            let mut run = down(at, Reason::Tls);
+            run.observations = crate::probe::Observed::Tcp(crate::probe::tcp::Obs {
+                tls_seen: crate::transport::tls::TlsSeen {
+                    refused_expiry: Some(at),
+                    ..Default::default()
+                },
+                ..Default::default()
+            });
+            s.record(run);
+            assert_ne!(s.carried, Kind::Tcp.carried());
+        }
+        let handle = state.upsert(&def("probes: [{name: a, kind: tcp, address: '127.0.0.1:2'}]"));
+        assert_eq!(lock(&handle).carried, Kind::Tcp.carried());
     }
 
     #[test]

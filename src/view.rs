@@ -15,8 +15,8 @@ use crate::metrics::{self, ReloadMetrics};
 use crate::poison::RwLockUnpoisoned;
 use crate::probe::CheckContext;
 use crate::probe::heartbeat::Beats;
-use crate::probe::net::Sockets;
 use crate::state::State;
+use crate::transport::connect::Sockets;
 
 /// What the web handlers and the status code read: nothing here can reload, stop or change
 /// what runs. (Pushed heartbeats and `/probe` runs go through [`View::context`]: they are what
@@ -35,7 +35,12 @@ pub struct View {
     pub(crate) live: broadcast::Sender<live::Event>,
     pub(crate) config: RwLock<Arc<Config>>,
     pub(crate) stopping: watch::Receiver<bool>,
+    /// How much of a scrape's timeout `/probe` leaves to Prometheus (`--timeout-offset`).
+    pub timeout_offset: std::time::Duration,
 }
+
+/// blackbox_exporter's default `--timeout-offset`.
+pub const TIMEOUT_OFFSET: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl View {
     /// The config in force.
@@ -71,6 +76,7 @@ impl View {
             live: live::channel(),
             config: RwLock::new(Arc::new(config)),
             stopping: watch::channel(false).1,
+            timeout_offset: TIMEOUT_OFFSET,
         })
     }
 }

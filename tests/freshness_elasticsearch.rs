@@ -158,7 +158,7 @@ async fn levels_from_the_newest_document() {
 
     let fresh = common::run(&config, "fresh").await;
     assert_eq!(fresh.level, Level::Up, "{fresh:?}");
-    let newest = fresh.observations.freshness_newest.expect("newest");
+    let newest = fresh.observations.freshness().and_then(|f| f.newest).expect("newest");
     let age = SystemTime::now().duration_since(newest).unwrap().as_secs();
     assert!((29..=32).contains(&age), "age {age}");
     let ageing = common::run(&config, "ageing").await;
@@ -301,7 +301,7 @@ async fn credentials_failover_and_data_streams() {
     let stream = common::run(&config, "stream").await;
     assert_eq!(stream.level, Level::Up, "{stream:?}");
     let age = SystemTime::now()
-        .duration_since(stream.observations.freshness_newest.unwrap())
+        .duration_since(stream.observations.freshness().and_then(|f| f.newest).unwrap())
         .unwrap()
         .as_secs();
     assert!((39..=42).contains(&age), "age {age}");

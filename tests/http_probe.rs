@@ -86,15 +86,17 @@ async fn healthy_target_is_up_with_phases() {
     );
     let outcome = common::run(&config, "ok").await;
     assert_eq!(outcome.level, Level::Up, "{outcome:?}");
-    assert_eq!(outcome.observations.http_status, Some(200));
-    assert_eq!(outcome.observations.http_version, Some(1.1));
-    assert_eq!(outcome.observations.tls, Some(false));
-    let phases = outcome.observations.phases.expect("phases");
+    let http = outcome.observations.http().expect("http");
+    assert_eq!(http.status(), Some(200));
+    let head = http.exchange.head.as_ref().expect("a response");
+    assert_eq!(head.version, 1.1);
+    assert!(!http.ssl());
+    let phases = &http.exchange;
     assert!(
         phases.connect > Duration::ZERO && phases.processing > Duration::ZERO,
         "{phases:?}"
     );
-    assert!(outcome.observations.http_content_length.unwrap() > 20);
+    assert!(http.exchange.body_bytes > 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -249,7 +251,7 @@ async fn redirects_chain_limit_and_loop() {
     );
     let chain = common::run(&config, "chain").await;
     assert_eq!(chain.level, Level::Up, "{chain:?}");
-    assert_eq!(chain.observations.http_redirects, Some(3));
+    assert_eq!(chain.observations.http().map(|h| h.exchange.redirects), Some(3));
     let long = common::run(&config, "too-long").await;
     assert_eq!((long.level, long.reason), (Level::Down, Some(Reason::Redirect)));
     assert_eq!(long.detail, "more than 2 redirects");
@@ -294,8 +296,15 @@ async fn ipv6_only_without_fallback_fails_resolution() {
     assert_eq!((v6.level, v6.reason), (Level::Down, Some(Reason::Dns)), "{v6:?}");
     let fallback = common::run(&config, "v6-fallback").await;
     assert_eq!(
-        (fallback.level, fallback.observations.ip_protocol),
-        (Level::Up, Some(4))
+        (
+            fallback.level,
+            fallback
+                .observations
+                .http()
+                .and_then(|h| h.exchange.dialled.addr)
+                .map(|a| a.is_ipv4())
+        ),
+        (Level::Up, Some(true))
     );
 }
 
@@ -384,14 +393,14 @@ async fn tls_valid_soon_expiring_expired_and_untrusted() {
 
     let outcome = common::run(&config, "valid").await;
     assert_eq!(outcome.level, Level::Up, "{outcome:?}");
-    assert_eq!(outcome.observations.tls, Some(true));
-    assert!(outcome.observations.phases.unwrap().tls > Duration::ZERO);
-    let left = days(outcome.observations.tls_cert_expiry.expect("expiry"));
+    assert!(outcome.observations.http().expect("http").ssl());
+    assert!(outcome.observations.http().expect("http").exchange.tls > Duration::ZERO);
+    let left = days(expiry_of(&outcome).expect("expiry"));
     assert!((89.0..=90.1).contains(&left), "valid cert expires in {left} days");
 
     let outcome = common::run(&config, "soon").await;
     assert_eq!(outcome.level, Level::Up, "{outcome:?}");
-    let left = days(outcome.observations.tls_cert_expiry.expect("expiry"));
+    let left = days(expiry_of(&outcome).expect("expiry"));
     assert!((4.0..=5.1).contains(&left), "soon-expiring cert expires in {left} days");
 
     let outcome = common::run(&config, "expired").await;
@@ -406,16 +415,13 @@ async fn tls_valid_soon_expiring_expired_and_untrusted() {
         outcome.detail
     );
     // The handshake failed, but the expiry is still known: an expiry alert stays firing.
-    let expiry = outcome
-        .observations
-        .tls_cert_expiry
-        .expect("expiry of the refused certificate");
+    let expiry = expiry_of(&outcome).expect("expiry of the refused certificate");
     let ago = now.duration_since(expiry).expect("in the past").as_secs_f64() / 86400.0;
     assert!((0.9..=1.1).contains(&ago), "expired a day ago, got {ago} days ago");
 
     let outcome = common::run(&config, "expired-unverified").await;
     assert_eq!(outcome.level, Level::Up, "{outcome:?}");
-    assert!(outcome.observations.tls_cert_expiry.unwrap() < now);
+    assert!(expiry_of(&outcome).expect("expiry") < now);
 
     let outcome = common::run(&config, "untrusted").await;
     assert_eq!(
@@ -423,4 +429,10 @@ async fn tls_valid_soon_expiring_expired_and_untrusted() {
         (Level::Down, Some(Reason::Tls)),
         "{outcome:?}"
     );
+}
+
+/// The certificate expiry a run saw: presented, or refused as expired.
+fn expiry_of(outcome: &vigil::state::Outcome) -> Option<SystemTime> {
+    let tls = &outcome.observations.http()?.exchange.tls_seen;
+    tls.earliest_expiry.or(tls.refused_expiry)
 }

@@ -61,7 +61,7 @@ fn outcome(level: Level, at: SystemTime, millis: u64) -> Outcome {
             "status 500".into()
         },
         duration: Duration::from_millis(millis),
-        observations: Default::default(),
+        observations: vigil::probe::Kind::Tcp.observed(),
         at,
         retries: 0,
         pending: false,

@@ -84,7 +84,7 @@ async fn tls_connect_reads_certificate_expiry() {
     );
     let ok = common::run(&config, "tls").await;
     assert_eq!(ok.level, Level::Up, "{ok:?}");
-    assert!(ok.observations.tls_cert_expiry.is_some());
+    assert!(ok.observations.tcp().and_then(|t| t.tls_seen.earliest_expiry).is_some());
     let bad = common::run(&config, "tls-untrusted").await;
     assert_eq!(bad.reason, Some(Reason::Tls));
 }

@@ -163,7 +163,11 @@ async fn probe_endpoint_speaks_blackbox() {
     )
     .await;
     assert!(
-        body.contains("Level: DOWN") && body.contains("Reason: connect") && body.contains("probe_success 0"),
+        body.starts_with("Logs for the probe:\n")
+            && body.contains("level=DOWN reason=connect")
+            && body.contains("\n\n\n\nMetrics that would have been returned:\n")
+            && body.contains("probe_success 0")
+            && body.contains("\n\n\n\nModule configuration:\nkind: tcp\n"),
         "{body}"
     );
 
@@ -310,10 +314,21 @@ async fn listener_serves_tls_with_basic_auth_on_a_real_socket() {
     // Twice: the second is answered from the verified-credentials cache.
     assert_eq!(common::run(&client, "authed").await.level, Level::Up);
     assert_eq!(
-        common::run(&client, "anonymous").await.observations.http_status,
+        common::run(&client, "anonymous")
+            .await
+            .observations
+            .http()
+            .and_then(|h| h.status()),
         Some(401)
     );
-    assert_eq!(common::run(&client, "wrong").await.observations.http_status, Some(401));
+    assert_eq!(
+        common::run(&client, "wrong")
+            .await
+            .observations
+            .http()
+            .and_then(|h| h.status()),
+        Some(401)
+    );
     assert_eq!(
         common::run(&client, "plain").await.level,
         Level::Down,

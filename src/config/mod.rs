@@ -85,6 +85,24 @@ impl Section for Concurrency {
     }
 }
 
+/// `blackbox_config_file:`: a blackbox_exporter config file whose modules `/probe` serves too
+/// (relative to this config's folder); `--blackbox.config-file` names one instead.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BlackboxFile(pub Option<PathBuf>);
+
+impl Section for BlackboxFile {
+    const KEY: &'static str = "blackbox_config_file";
+    type Spec = PathBuf;
+
+    fn build(file: PathBuf, cx: &mut BuildContext, at: &KeyPath) -> Option<Self> {
+        if file.as_os_str().is_empty() {
+            cx.error(at, "must not be empty");
+            return None;
+        }
+        Some(BlackboxFile(Some(cx.resolve_path(&file))))
+    }
+}
+
 /// Declares the sections: the [`Sections`] struct, the keys, and how they are built, in order
 /// (a later section may use what an earlier one set in the context: `secret_names` comes
 /// before the probes that redact with it).
@@ -120,6 +138,7 @@ sections! {
     status_page: StatusPage,
     history: History,
     kubernetes: kubernetes::Config,
+    blackbox_file: BlackboxFile,
 }
 
 /// A validated configuration, as `vigil run` uses it.
@@ -145,6 +164,8 @@ pub struct Config {
     pub kubernetes: kubernetes::Config,
     /// Which query parameters and headers hold secrets (built-in words plus `secret_names`).
     pub secret_names: SecretNames,
+    /// The blackbox_exporter config file whose modules are among `modules`.
+    pub blackbox_file: Option<PathBuf>,
 }
 
 /// What `vigil receiver` reads of a config: its own section, the remediations the probes
@@ -170,6 +191,16 @@ struct Document {
 
 impl Document {
     fn parse(text: &str, base_dir: PathBuf, env: Env) -> Result<Document, Vec<ConfigError>> {
+        Self::parse_keys(text, base_dir, Some(env), TOP_KEYS)
+    }
+
+    /// A document whose top-level keys are `top_keys`, with `env` overrides when given.
+    fn parse_keys(
+        text: &str,
+        base_dir: PathBuf,
+        env: Option<Env>,
+        top_keys: &[&str],
+    ) -> Result<Document, Vec<ConfigError>> {
         let document_error = |line, message| {
             vec![ConfigError {
                 path: String::new(),
@@ -206,13 +237,17 @@ impl Document {
         } else {
             Figment::from(Yaml::string(text))
         };
-        match figment.merge(env).extract::<BTreeMap<String, Value>>() {
+        let figment = match env {
+            Some(env) => figment.merge(env),
+            None => figment,
+        };
+        match figment.extract::<BTreeMap<String, Value>>() {
             Ok(root) => {
                 for key in root.keys() {
-                    if !TOP_KEYS.contains(&key.as_str()) {
+                    if !top_keys.contains(&key.as_str()) {
                         cx.error(
                             key.as_str(),
-                            format!("unknown key `{key}`, expected one of: {}", TOP_KEYS.join(", ")),
+                            format!("unknown key `{key}`, expected one of: {}", top_keys.join(", ")),
                         );
                     }
                 }
@@ -324,6 +359,7 @@ impl Config {
             status_page,
             history,
             kubernetes,
+            blackbox_file,
         } = sections;
         let mut config = Config {
             source,
@@ -336,9 +372,48 @@ impl Config {
             history,
             kubernetes,
             secret_names,
+            blackbox_file: blackbox_file.0,
         };
         config.derive_history_path();
         Ok(config)
+    }
+
+    /// [`Config::load`], plus the modules of a blackbox_exporter config file: `file`
+    /// (`--blackbox.config-file`), or else the one the config names in
+    /// `blackbox_config_file`. A module name both files define is an error.
+    pub fn load_with_blackbox(source: &Source, file: Option<&Path>) -> Result<Config, ConfigErrors> {
+        Self::load(source)?.with_blackbox(file)
+    }
+
+    /// [`Config::check`], plus the modules of a blackbox_exporter config file (as
+    /// [`Config::load_with_blackbox`]).
+    pub fn check_with_blackbox(source: &Source, file: Option<&Path>) -> Result<Config, ConfigErrors> {
+        Self::check(source)?.with_blackbox(file)
+    }
+
+    fn with_blackbox(mut self, file: Option<&Path>) -> Result<Config, ConfigErrors> {
+        let Some(file) = file.map(Path::to_path_buf).or_else(|| self.blackbox_file.clone()) else {
+            return Ok(self);
+        };
+        let source = Source::File(file.clone());
+        let fail = |errors| ConfigErrors {
+            source: source.to_string(),
+            errors,
+        };
+        let (text, base_dir) = Document::read(&source)?;
+        let Document { mut cx, root } = Document::parse_keys(&text, base_dir, None, &["modules"]).map_err(fail)?;
+        cx.set_secret_names(self.secret_names.clone());
+        let modules = crate::probe::blackbox::build_modules(&mut cx, &root);
+        for name in modules.keys().filter(|name| self.modules.contains_key(*name)) {
+            cx.error(
+                format!("modules.{name}"),
+                format!("module `{name}` is also defined in {} (modules.{name})", self.source),
+            );
+        }
+        cx.finish().map_err(fail)?;
+        self.modules.extend(modules);
+        self.blackbox_file = Some(file);
+        Ok(self)
     }
 
     /// Keeps state in `dir` when the config does not say where (`vigil run --storage.path`).

@@ -181,6 +181,9 @@ impl ProbeDef {
 pub struct ModuleDef {
     /// Timeout, thresholds and retries (interval unused).
     pub timing: Timing,
+    /// The module's own timeout (`None`: the scrape's, less the offset, as blackbox_exporter
+    /// has a module without one).
+    pub timeout: Option<Duration>,
     /// The compiled probe; the target comes with each request.
     pub probe: Probe,
 }
@@ -437,6 +440,7 @@ fn build_module(ctx: &mut BuildContext, path: &str, item: &Value, defaults: &Def
     }
     Some(ModuleDef {
         timing,
+        timeout: Some(timing.timeout),
         probe: built?.settings,
     })
 }

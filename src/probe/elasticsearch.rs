@@ -15,13 +15,14 @@ use http::header::{self, HeaderName, HeaderValue};
 use serde::Deserialize;
 use url::Url;
 
-use super::freshness::{self, Thresholds};
-use super::http::{self as http_kind, BasicAuth, Outgoing, Response, Transport};
-use super::net::IpProtocol;
-use super::tls::{self, TlsSpec};
-use super::{Built, CheckContext, Checked, Failure, Observations, Reason, Role};
+use super::freshness::{self, Freshness, Thresholds};
+use super::http::{self as http_kind, BasicAuth};
+use super::{Built, CheckContext, Failure, Family, ProbeKind, Reason, Role, Verdict};
 use crate::secret::SecretSource;
 use crate::spec::BuildContext;
+use crate::transport::connect::IpProtocol;
+use crate::transport::http::{BodyPolicy, Client, Decode, Exchange, Outgoing, USER_AGENT, fetch, parse_url};
+use crate::transport::tls::{self, TlsSpec};
 
 /// Config of an `elasticsearch` probe.
 #[derive(Debug, Deserialize)]
@@ -69,7 +70,7 @@ fn default_field() -> String {
 
 /// An `elasticsearch` probe's compiled settings.
 #[derive(Debug)]
-pub struct Settings {
+pub struct Elasticsearch {
     bases: Vec<Url>,
     /// The attempt's timeout, shared out between the URLs.
     attempt_timeout: Option<Duration>,
@@ -78,25 +79,46 @@ pub struct Settings {
     data_stream: bool,
     field: String,
     headers: Vec<(HeaderName, HeaderValue)>,
-    transport: Transport,
+    client: Client,
+    policy: BodyPolicy,
     thresholds: Thresholds,
 }
 
-/// The reasons this kind ends with besides the scheduler's (a query to the cluster and the age of what it found).
-pub(crate) const REASONS: &[Reason] = &[
-    Reason::Dns,
-    Reason::Connect,
-    Reason::Tls,
-    Reason::Protocol,
-    Reason::Status,
-    Reason::Auth,
-    Reason::Missing,
-    Reason::Query,
-    Reason::Empty,
-    Reason::Stale,
-];
+impl ProbeKind for Elasticsearch {
+    const NAME: &'static str = "elasticsearch";
+    /// A query to the cluster, and the age of what it found.
+    const REASONS: &'static [Reason] = &[
+        Reason::Dns,
+        Reason::Connect,
+        Reason::Tls,
+        Reason::Protocol,
+        Reason::Status,
+        Reason::Auth,
+        Reason::Missing,
+        Reason::Query,
+        Reason::Empty,
+        Reason::Stale,
+    ];
+    const FAMILIES: &'static [Family<Self>] = &[Freshness::<Self>::NEWEST, Freshness::<Self>::NEWEST_READ];
 
-pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) -> Option<Built<Settings>> {
+    type Spec = Spec;
+    type Obs = freshness::Obs;
+    type Kept = freshness::Kept;
+
+    fn build(spec: Spec, cx: &mut BuildContext, path: &str, role: Role) -> Option<Built<Self>> {
+        build(spec, cx, path, role)
+    }
+
+    async fn check(&self, target: &str, cx: &CheckContext, obs: &mut freshness::Obs) -> Verdict {
+        check(self, target, cx, obs).await
+    }
+
+    fn keep(kept: &mut freshness::Kept, obs: &freshness::Obs) {
+        freshness::keep(kept, obs);
+    }
+}
+
+fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) -> Option<Built<Elasticsearch>> {
     if role == Role::Module {
         ctx.error(path, "an elasticsearch probe cannot be a /probe module");
         return None;
@@ -114,9 +136,9 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) 
     }
     let mut bases = Vec::new();
     for (at, text) in &raw {
-        match http_kind::parse_http_url(text, ctx.secret_names()) {
+        match parse_url(text, ctx.secret_names()) {
             Ok(url) => bases.push(url),
-            Err(e) => ctx.error(at, e),
+            Err(e) => ctx.error(at, e.detail),
         }
     }
     if spec.index.is_empty() || spec.index.contains(['/', ' ', '?', '#']) {
@@ -180,8 +202,9 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) 
     let target = raw
         .first()
         .map(|(_, u)| format!("{}/{}", u.trim_end_matches('/'), spec.index));
+    let limit = spec.body_size_limit.map_or(1 << 20, |b| b.0);
     Some(Built {
-        settings: Settings {
+        settings: Elasticsearch {
             bases,
             attempt_timeout: ctx.attempt_timeout(),
             path: request_path,
@@ -193,15 +216,21 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) 
             data_stream: spec.data_stream,
             field: spec.timestamp_field,
             headers,
-            transport: Transport {
+            client: Client {
                 tls: tls?,
+                verify: spec.tls_config.verify,
                 server_name: spec.tls_config.server_name,
                 ip_protocol: spec.ip_protocol,
                 ip_protocol_fallback: true,
-                body_size_limit: spec.body_size_limit.map_or(1 << 20, |b| b.0),
                 follow_redirects: false,
                 max_redirects: 0,
                 secret_names: ctx.secret_names().clone(),
+                user_agent: HeaderValue::from_static(USER_AGENT),
+            },
+            policy: BodyPolicy {
+                limit: Some(limit),
+                keep: usize::try_from(limit).unwrap_or(usize::MAX),
+                decode: Decode::AsDeclared,
             },
             thresholds: thresholds?,
         },
@@ -219,8 +248,7 @@ fn shared_time(timeout: Duration) -> Duration {
 /// One attempt: ask each base URL in turn until one answers, then judge the newest timestamp.
 /// Each URL gets an equal share of what is left of the attempt, so a node that hangs costs its
 /// share, not the attempt.
-pub async fn check(settings: &Settings, _target: &str, context: &CheckContext) -> Checked {
-    let mut obs = Observations::default();
+async fn check(settings: &Elasticsearch, _target: &str, context: &CheckContext, obs: &mut freshness::Obs) -> Verdict {
     let mut failure = Failure::new(Reason::Connect, "no URL configured");
     let started = Instant::now();
     let count = settings.bases.len();
@@ -240,8 +268,10 @@ pub async fn check(settings: &Settings, _target: &str, context: &CheckContext) -
             method,
             url,
             headers: &settings.headers,
+            userinfo: None,
             body,
         };
+        let mut exchange = Exchange::default();
         // One URL has the whole attempt: the scheduler's timeout ends it.
         let fetched = match settings.attempt_timeout.filter(|_| count > 1) {
             Some(timeout) => {
@@ -249,23 +279,38 @@ pub async fn check(settings: &Settings, _target: &str, context: &CheckContext) -
                 let share = left / u32::try_from(count - i).unwrap_or(u32::MAX);
                 match tokio::time::timeout(
                     share,
-                    http_kind::fetch(&settings.transport, outgoing, &mut obs, &context.sockets),
+                    fetch(
+                        &settings.client,
+                        outgoing,
+                        settings.policy,
+                        &context.sockets,
+                        &mut exchange,
+                    ),
                 )
                 .await
                 {
-                    Ok(fetched) => fetched,
+                    Ok(fetched) => fetched.map_err(Failure::from),
                     Err(_) => Err(Failure::new(
                         Reason::Timeout,
                         format!(
                             "{} did not answer within {}ms (its share of the timeout)",
-                            settings.transport.secret_names.redact_target(base.as_str()),
+                            settings.client.secret_names.redact_target(base.as_str()),
                             share.as_millis()
                         ),
                     )),
                 }
             }
-            None => http_kind::fetch(&settings.transport, outgoing, &mut obs, &context.sockets).await,
+            None => fetch(
+                &settings.client,
+                outgoing,
+                settings.policy,
+                &context.sockets,
+                &mut exchange,
+            )
+            .await
+            .map_err(Failure::from),
         };
+        let fetched = fetched.and_then(|()| Answer::of(exchange));
         match fetched {
             Ok(response) if response.status >= 500 => {
                 failure = Failure::new(
@@ -276,7 +321,7 @@ pub async fn check(settings: &Settings, _target: &str, context: &CheckContext) -
             Ok(response) => {
                 return match newest(settings, &response) {
                     Ok(newest) => freshness::assess(newest, &settings.thresholds, SystemTime::now(), obs),
-                    Err(f) => Checked::down(f.reason, f.detail, obs),
+                    Err(f) => f.into(),
                 };
             }
             Err(f)
@@ -287,14 +332,33 @@ pub async fn check(settings: &Settings, _target: &str, context: &CheckContext) -
             {
                 failure = f
             }
-            Err(f) => return Checked::down(f.reason, f.detail, obs),
+            Err(f) => return f.into(),
         }
     }
-    Checked::down(failure.reason, failure.detail, obs)
+    failure.into()
+}
+
+/// The cluster's answer: its status and body.
+struct Answer {
+    status: u16,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn of(exchange: Exchange) -> Result<Answer, Failure> {
+        let status = exchange.status();
+        if exchange.head.is_none() {
+            return Err(Failure::new(Reason::Protocol, "no response"));
+        }
+        Ok(Answer {
+            status,
+            body: exchange.body,
+        })
+    }
 }
 
 /// `error.type: error.reason` of an Elasticsearch error body (root cause first), or the status.
-fn error_of(response: &Response) -> String {
+fn error_of(response: &Answer) -> String {
     let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&response.body) else {
         return format!("HTTP {}", response.status);
     };
@@ -318,7 +382,7 @@ fn truncate(text: &str, max: usize) -> String {
 }
 
 /// Reads the newest timestamp from a search or data stream stats answer.
-fn newest(settings: &Settings, response: &Response) -> Result<Option<SystemTime>, Failure> {
+fn newest(settings: &Elasticsearch, response: &Answer) -> Result<Option<SystemTime>, Failure> {
     match response.status {
         200 => {}
         401 | 403 => {

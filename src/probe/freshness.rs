@@ -1,10 +1,73 @@
 //! What the freshness kinds (elasticsearch, sql, heartbeat) share: age thresholds and the
 //! level of data whose newest record is known.
 
+use std::marker::PhantomData;
 use std::time::{Duration, SystemTime};
 
-use super::{Checked, Level, Observations, Reason};
+use serde::{Deserialize, Serialize};
+
+use super::{Emit, Family, Level, ProbeKind, Publish, Reason, Seen, Unit, Verdict};
+use crate::metrics::unix_seconds;
 use crate::spec::BuildContext;
+
+/// What one run of a freshness kind observed.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Obs {
+    /// The source answered with its newest record (or with none at all).
+    pub answered: bool,
+    /// When its newest record was written (`None`: it holds none).
+    pub newest: Option<SystemTime>,
+}
+
+/// What a freshness kind carries from run to run: the newest record as last read, kept while
+/// the source cannot be queried (a failing query never reads as fresh data, nor as none).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Kept {
+    /// When the newest record was written, to the millisecond.
+    #[serde(default, with = "crate::persist::unix_ms")]
+    pub newest: Option<SystemTime>,
+}
+
+/// Carries what a run read: a source that answered says what its newest record is, even none.
+pub fn keep(kept: &mut Kept, obs: &Obs) {
+    if obs.answered {
+        kept.newest = obs.newest.map(crate::persist::to_ms);
+    }
+}
+
+fn newest_kept<K: ProbeKind<Kept = Kept>>(seen: &Seen<'_, K>, out: &mut dyn Emit) {
+    if let Some(at) = seen.kept.newest {
+        out.gauge(&[], unix_seconds(at));
+    }
+}
+
+fn newest_read<K: ProbeKind<Obs = Obs>>(seen: &Seen<'_, K>, out: &mut dyn Emit) {
+    if let Some(at) = seen.obs.newest {
+        out.gauge(&[], unix_seconds(at));
+    }
+}
+
+/// The families the freshness kinds share.
+pub struct Freshness<K>(PhantomData<K>);
+
+impl<K: ProbeKind<Obs = Obs, Kept = Kept>> Freshness<K> {
+    /// `vigil_freshness_newest_timestamp_seconds` on `/metrics`, last known.
+    pub const NEWEST: Family<K> = Family {
+        name: "vigil_freshness_newest_timestamp",
+        help: "When the newest record of a freshness source was written (last known: kept while the source cannot be queried).",
+        unit: Some(Unit::Seconds),
+        publish: Publish::Metrics,
+        emit: newest_kept::<K>,
+    };
+    /// The same on `/probe`, as this run read it.
+    pub const NEWEST_READ: Family<K> = Family {
+        name: "vigil_freshness_newest_timestamp",
+        help: "When the newest record of the source was written, as this run read it.",
+        unit: Some(Unit::Seconds),
+        publish: Publish::Probe,
+        emit: newest_read::<K>,
+    };
+}
 
 /// How old the newest record may be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -52,10 +115,11 @@ fn show(d: Duration) -> String {
 
 /// The level of data whose newest record was written at `newest` (`None`: there is none).
 /// A timestamp in the future (clock skew) counts as age zero.
-pub fn assess(newest: Option<SystemTime>, thresholds: &Thresholds, now: SystemTime, mut obs: Observations) -> Checked {
-    obs.freshness_newest = newest;
+pub fn assess(newest: Option<SystemTime>, thresholds: &Thresholds, now: SystemTime, obs: &mut Obs) -> Verdict {
+    obs.answered = true;
+    obs.newest = newest;
     let Some(newest) = newest else {
-        return Checked::down(Reason::Empty, "no data yet", obs);
+        return Verdict::down(Reason::Empty, "no data yet");
     };
     let age = now.duration_since(newest).unwrap_or(Duration::ZERO);
     if age > thresholds.max_age {
@@ -64,15 +128,15 @@ pub fn assess(newest: Option<SystemTime>, thresholds: &Thresholds, now: SystemTi
             show(age),
             show(thresholds.max_age)
         );
-        return Checked::down(Reason::Stale, detail, obs);
+        return Verdict::down(Reason::Stale, detail);
     }
     if let Some(warn) = thresholds.warn_age
         && age > warn
     {
         let detail = format!("newest record is {} old (warn_age {})", show(age), show(warn));
-        return Checked::failed(Level::Degraded, Reason::Stale, detail, obs);
+        return Verdict::failed(Level::Degraded, Reason::Stale, detail);
     }
-    Checked::up(obs)
+    Verdict::up()
 }
 
 /// Seconds (or, past 10^11, milliseconds) since the Unix epoch as a time.
@@ -99,20 +163,41 @@ mod tests {
         };
         let now = SystemTime::now();
         let at = |secs| Some(now - Duration::from_secs(secs));
-        assert_eq!(assess(at(10), &t, now, Observations::default()).level, Level::Up);
-        let warn = assess(at(200), &t, now, Observations::default());
+        let mut obs = Obs::default();
+        assert_eq!(assess(at(10), &t, now, &mut obs).level, Level::Up);
+        let warn = assess(at(200), &t, now, &mut obs);
         assert_eq!((warn.level, warn.reason), (Level::Degraded, Some(Reason::Stale)));
         assert_eq!(warn.detail, "newest record is 3m 20s old (warn_age 3m)");
-        let old = assess(at(301), &t, now, Observations::default());
+        let old = assess(at(301), &t, now, &mut obs);
         assert_eq!((old.level, old.reason), (Level::Down, Some(Reason::Stale)));
-        let none = assess(None, &t, now, Observations::default());
+        let none = assess(None, &t, now, &mut obs);
         assert_eq!((none.level, none.reason), (Level::Down, Some(Reason::Empty)));
-        let future = assess(Some(now + Duration::from_secs(60)), &t, now, Observations::default());
+        let future = assess(Some(now + Duration::from_secs(60)), &t, now, &mut obs);
         assert_eq!(future.level, Level::Up);
-        assert_eq!(
-            future.observations.freshness_newest,
-            Some(now + Duration::from_secs(60))
+        assert_eq!(obs.newest, Some(now + Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn a_source_that_answers_says_what_is_newest_one_that_fails_says_nothing() {
+        let mut kept = Kept::default();
+        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        keep(
+            &mut kept,
+            &Obs {
+                answered: true,
+                newest: Some(at),
+            },
         );
+        keep(&mut kept, &Obs::default());
+        assert_eq!(kept.newest, Some(at), "a failed query keeps what was known");
+        keep(
+            &mut kept,
+            &Obs {
+                answered: true,
+                newest: None,
+            },
+        );
+        assert_eq!(kept.newest, None, "the source answered: it holds nothing");
     }
 
     #[test]

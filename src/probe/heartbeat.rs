@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use super::freshness::{self, Thresholds};
-use super::{Built, CheckContext, Checked, Observations, Reason, Role};
+use super::freshness::{self, Freshness, Thresholds};
+use super::{Built, CheckContext, Family, ProbeKind, Reason, Role, Verdict};
 use crate::poison::LockUnpoisoned;
 use crate::secret::{Secret, SecretSource};
 use crate::spec::BuildContext;
@@ -36,22 +36,42 @@ pub struct Spec {
 
 /// A `heartbeat` probe's compiled settings.
 #[derive(Debug)]
-pub struct Settings {
+pub struct Heartbeat {
     token: Secret,
     thresholds: Thresholds,
 }
 
-impl Settings {
+impl Heartbeat {
     /// Whether `offered` is this heartbeat's token (compared in constant time).
     pub fn accepts(&self, offered: &str) -> bool {
         self.token.matches(offered)
     }
 }
 
-/// The reasons this kind ends with besides the scheduler's (the age of the last beat and what the job reported).
-pub(crate) const REASONS: &[Reason] = &[Reason::Empty, Reason::Stale, Reason::Reported];
+impl ProbeKind for Heartbeat {
+    const NAME: &'static str = "heartbeat";
+    /// The age of the last beat, and what the job reported.
+    const REASONS: &'static [Reason] = &[Reason::Empty, Reason::Stale, Reason::Reported];
+    const FAMILIES: &'static [Family<Self>] = &[Freshness::<Self>::NEWEST, Freshness::<Self>::NEWEST_READ];
 
-pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) -> Option<Built<Settings>> {
+    type Spec = Spec;
+    type Obs = freshness::Obs;
+    type Kept = freshness::Kept;
+
+    fn build(spec: Spec, cx: &mut BuildContext, path: &str, role: Role) -> Option<Built<Self>> {
+        build(spec, cx, path, role)
+    }
+
+    async fn check(&self, target: &str, cx: &CheckContext, obs: &mut freshness::Obs) -> Verdict {
+        check(self, target, cx, obs)
+    }
+
+    fn keep(kept: &mut freshness::Kept, obs: &freshness::Obs) {
+        freshness::keep(kept, obs);
+    }
+}
+
+fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) -> Option<Built<Heartbeat>> {
     if role == Role::Module {
         ctx.error(path, "a heartbeat cannot be a /probe module: it has no target to probe");
         return None;
@@ -85,7 +105,7 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) 
     }
     let thresholds = freshness::thresholds(spec.max_age, spec.warn_age, ctx, path)?;
     Some(Built {
-        settings: Settings {
+        settings: Heartbeat {
             token: token?,
             thresholds,
         },
@@ -95,36 +115,29 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) 
 }
 
 /// One attempt: the age of the last beat of the probe named `target`.
-pub async fn check(settings: &Settings, target: &str, context: &CheckContext) -> Checked {
+fn check(settings: &Heartbeat, target: &str, context: &CheckContext, obs: &mut freshness::Obs) -> Verdict {
     let beat = context.heartbeats.last(target);
     if beat.is_none()
         && let Some(since) = context.heartbeats.configured_at(target)
     {
         let due = since + settings.thresholds.max_age;
         if SystemTime::now() < due {
-            return Checked::pending(format!(
+            return Verdict::pending(format!(
                 "no heartbeat yet; DOWN unless one arrives by {}",
                 humantime::format_rfc3339_seconds(due)
             ));
         }
     }
     if let Some(Beat { ok: false, at, message }) = &beat {
-        let obs = Observations {
-            freshness_newest: Some(*at),
-            ..Observations::default()
-        };
+        obs.answered = true;
+        obs.newest = Some(*at);
         let detail = match message {
             Some(m) => format!("the job reported a failure: {m}"),
             None => "the job reported a failure".to_string(),
         };
-        return Checked::down(Reason::Reported, detail, obs);
+        return Verdict::down(Reason::Reported, detail);
     }
-    freshness::assess(
-        beat.map(|b| b.at),
-        &settings.thresholds,
-        SystemTime::now(),
-        Observations::default(),
-    )
+    freshness::assess(beat.map(|b| b.at), &settings.thresholds, SystemTime::now(), obs)
 }
 
 /// One beat.
@@ -284,7 +297,7 @@ mod tests {
 
     #[test]
     fn token_comparison() {
-        let s = Settings {
+        let s = Heartbeat {
             token: Secret::new("0123456789abcdef"),
             thresholds: Thresholds {
                 max_age: Duration::from_secs(60),

@@ -1,27 +1,32 @@
 //! The `http` kind: one request (plus redirects) over a fresh connection, with assertions on
-//! status, headers, body and JSON, and per-phase timings.
+//! status, headers, body and JSON; per-phase timings; and blackbox_exporter's `probe_http_*`
+//! series on `/probe`, with its values in every case (status 0 without a response, Go's
+//! `Content-Length`, redirects as Go counts them).
+//!
+//! The body is streamed: counted, decoded when compressed, held to `body_size_limit`, and only
+//! what assertions need is kept (at most 16 MiB), so a big page or a compression bomb costs no
+//! memory.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
+use http::Method;
 use http::header::{self, HeaderName, HeaderValue};
-use http::{Method, Request};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use rustls::ClientConfig;
 use serde::Deserialize;
-use tokio::io::{AsyncRead, AsyncWrite};
 use url::Url;
 
-use super::net::{self, IpProtocol};
-use super::tls::{self, TlsSpec};
-use super::{Built, CheckContext, Checked, Failure, Level, Observations, Phases, Reason, Role};
+use super::families::{Address, CertExpiry, Certificates, KeepsCertExpiry, Reached, Shook, Tls};
+use super::{Built, CheckContext, Family, Level, ProbeKind, Publish, Reason, Role, Seen, Unit, Verdict};
 use crate::secret::{SecretNames, SecretSource};
 use crate::spec::BuildContext;
 use crate::spec::values::{ByteSize, OneOrMany, Pattern, StatusRange};
+use crate::transport::connect::{Dialled, IpProtocol};
+use crate::transport::http::{
+    BodyPolicy, Client, Decode, Encoding, Exchange, Outgoing, USER_AGENT, basic_auth, fetch, parse_url, take_userinfo,
+};
+use crate::transport::tls::{self, TlsSeen, TlsSpec};
+use crate::transport::{ErrorKind, TransportError};
 
 /// Config of an `http` probe.
 #[derive(Debug, Deserialize)]
@@ -80,9 +85,24 @@ pub struct Spec {
     /// Try the other IP version when the preferred one has no address or fails (default true).
     #[serde(default = "yes")]
     pub ip_protocol_fallback: bool,
-    /// At most this much of the body is read; more fails the probe (default 1MiB, at most 1GiB).
-    #[serde(default = "default_body_limit")]
-    pub body_size_limit: ByteSize,
+    /// A longer body (after decoding) is DOWN with reason `body` (default: no limit; the body
+    /// is streamed and counted, only what assertions need is kept).
+    #[serde(default)]
+    pub body_size_limit: Option<ByteSize>,
+    /// How the body is decoded: `auto` (as `Content-Encoding` says: gzip, deflate; the
+    /// default), `identity` (never), or always `gzip` or `deflate` (raw, as blackbox_exporter's
+    /// `compression` means it). Decoding happens under `body_size_limit`.
+    #[serde(default)]
+    pub compression: Option<String>,
+    /// The HTTP versions that count as UP (`HTTP/1.0`, `HTTP/1.1`; default any).
+    #[serde(default)]
+    pub valid_http_versions: Vec<String>,
+    /// DOWN (reason `tls`) when the final response came over TLS.
+    #[serde(default)]
+    pub fail_if_ssl: bool,
+    /// DOWN (reason `tls`) when the final response did not come over TLS.
+    #[serde(default)]
+    pub fail_if_not_ssl: bool,
 }
 
 /// HTTP basic auth credentials.
@@ -103,9 +123,10 @@ pub struct HeaderPattern {
     pub header: String,
     /// Regex matched against every value of the header.
     pub pattern: Pattern,
-    /// For `header_must_match`: a missing header passes (default false).
+    /// Whether a missing header passes (default: no for `header_must_match`, yes for
+    /// `header_must_not_match`).
     #[serde(default)]
-    pub allow_missing: bool,
+    pub allow_missing: Option<bool>,
 }
 
 /// A condition on one field of a JSON body: `path` plus at least one test.
@@ -140,21 +161,20 @@ fn yes() -> bool {
 fn default_max_redirects() -> u32 {
     10
 }
-fn default_body_limit() -> ByteSize {
-    ByteSize(1 << 20)
-}
 
 /// The most redirects a probe may follow.
 pub const MAX_REDIRECTS: u32 = 100;
-/// The largest body a probe may read.
-pub const MAX_BODY_SIZE: u64 = 1 << 30;
+/// The largest `body_size_limit`.
+pub const MAX_BODY_SIZE: u64 = 1 << 40;
+/// At most this much of a body is kept for body and JSON assertions.
+pub const KEEP_FOR_ASSERTIONS: u64 = 16 << 20;
 
 /// Checks a `body_size_limit` (found at `path`): above 0, at most [`MAX_BODY_SIZE`].
 pub(crate) fn check_body_limit(limit: u64, ctx: &mut BuildContext, path: &str) {
     if limit == 0 {
-        ctx.error(path, "must be greater than 0");
+        ctx.error(path, "must be greater than 0 (leave it out for no limit)");
     } else if limit > MAX_BODY_SIZE {
-        ctx.error(path, "must be at most 1GiB");
+        ctx.error(path, "must be at most 1TiB");
     }
 }
 
@@ -199,83 +219,14 @@ struct CompiledJson {
     condition: JsonCondition,
 }
 
-/// How a request reaches its server: TLS, IP preference, redirects and the body limit. Shared
-/// with the kinds that query their source over HTTP.
-#[derive(Debug)]
-pub struct Transport {
-    /// TLS client settings for `https` URLs.
-    pub tls: Arc<ClientConfig>,
-    /// Name to verify instead of the URL's host.
-    pub server_name: Option<String>,
-    /// IP version tried first.
-    pub ip_protocol: IpProtocol,
-    /// Whether the other IP version is tried too.
-    pub ip_protocol_fallback: bool,
-    /// Bodies longer than this fail with reason `body`.
-    pub body_size_limit: u64,
-    /// Follow redirects.
-    pub follow_redirects: bool,
-    /// At most this many redirects.
-    pub max_redirects: u32,
-    /// Which headers hold secrets (never sent to another origin) and how targets are shown.
-    pub secret_names: SecretNames,
-}
-
-impl Transport {
-    /// Whether a header of the request carries credentials: `Authorization`, `Cookie` and the
-    /// like, a value read from a file or otherwise marked sensitive, or a name that the secret
-    /// rule matches (`X-Api-Key`, `X-Auth-Token`, ...).
-    fn is_credential(&self, name: &HeaderName, value: &HeaderValue) -> bool {
-        value.is_sensitive()
-            || name == header::AUTHORIZATION
-            || name == header::PROXY_AUTHORIZATION
-            || name == header::COOKIE
-            || self.secret_names.is_secret(name.as_str())
-    }
-}
-
-/// The origin of a URL as credentials are scoped to it: scheme, host and port (as curl has it).
-fn origin(url: &Url) -> (&str, Option<&str>, Option<u16>) {
-    (url.scheme(), url.host_str(), url.port_or_known_default())
-}
-
-/// Parses an absolute `http://` or `https://` URL with a host; the error never holds the
-/// credentials or secret query values the text may carry.
-pub(crate) fn parse_http_url(text: &str, names: &SecretNames) -> Result<Url, String> {
-    let shown = || names.redact_text(text);
-    let url = Url::parse(text).map_err(|e| format!("`{}` is not a URL: {e}", shown()))?;
-    match url.scheme() {
-        "http" | "https" => {}
-        other => return Err(format!("unsupported scheme `{other}` (use http or https)")),
-    }
-    // `http:///x` parses (the WHATWG rules skip the empty host) but names no host.
-    let after = text.split_once("://").map_or("", |(_, rest)| rest);
-    if !url.has_host() || after.is_empty() || after.starts_with('/') {
-        return Err(format!("`{}` is not a URL: it names no host", shown()));
-    }
-    Ok(url)
-}
-
-/// One request to send.
-#[derive(Debug)]
-pub struct Outgoing<'a> {
-    /// Method.
-    pub method: Method,
-    /// Where.
-    pub url: Url,
-    /// Extra headers (Host, User-Agent and Connection are set already).
-    pub headers: &'a [(HeaderName, HeaderValue)],
-    /// Body (may be empty).
-    pub body: Bytes,
-}
-
 /// An `http` probe's compiled settings.
 #[derive(Debug)]
-pub struct Settings {
+pub struct Http {
     method: Method,
     headers: Vec<(HeaderName, HeaderValue)>,
     body: Bytes,
-    transport: Transport,
+    client: Client,
+    policy: BodyPolicy,
     valid_status: Vec<StatusRange>,
     degraded_status: Vec<StatusRange>,
     body_must_match: Vec<Pattern>,
@@ -283,39 +234,263 @@ pub struct Settings {
     header_must_match: Vec<(HeaderName, HeaderPattern)>,
     header_must_not_match: Vec<(HeaderName, HeaderPattern)>,
     json: Vec<CompiledJson>,
+    valid_http_versions: Vec<f64>,
+    fail_if_ssl: bool,
+    fail_if_not_ssl: bool,
 }
 
 /// Parses a target the way blackbox_exporter does: a URL, or `host:port` meaning `http://`.
 /// A target with a scheme must be a valid `http(s)` URL as written: it is never re-read as a
 /// host named `http` or `file`.
-fn parse_target(target: &str, names: &SecretNames) -> Result<Url, String> {
+fn parse_target(target: &str, names: &SecretNames) -> Result<Url, TransportError> {
     if target.contains("://") {
-        parse_http_url(target, names)
+        parse_url(target, names)
     } else {
-        parse_http_url(&format!("http://{target}"), names)
+        parse_url(&format!("http://{target}"), names)
     }
 }
 
-/// The reasons this kind ends with besides the scheduler's (one HTTP request and its redirects).
-pub(crate) const REASONS: &[Reason] = &[
-    Reason::Dns,
-    Reason::Connect,
-    Reason::Tls,
-    Reason::Protocol,
-    Reason::Status,
-    Reason::Body,
-    Reason::Header,
-    Reason::Json,
-    Reason::Redirect,
-];
+/// What one `http` attempt observed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Obs {
+    /// The target parsed as a URL (its name was then resolved).
+    pub parsed: bool,
+    /// Everything the request and its redirects learnt.
+    pub exchange: Exchange,
+    /// A header or body regex ran and failed (blackbox's `probe_failed_due_to_regex`).
+    pub failed_due_to_regex: bool,
+}
 
-pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) -> Option<Built<Settings>> {
+impl Obs {
+    /// The final response's status, when one was parsed.
+    pub fn status(&self) -> Option<u16> {
+        self.exchange.head.as_ref().map(|h| h.status)
+    }
+
+    /// Whether the final response came over TLS.
+    pub fn ssl(&self) -> bool {
+        self.exchange.head.is_some() && self.exchange.tls_used
+    }
+
+    /// `(phase, seconds)` in publishing order, once a connection was tried.
+    pub fn phases(&self) -> Option<[(&'static str, f64); 5]> {
+        let e = &self.exchange;
+        e.attempted.then_some([
+            ("resolve", e.resolve.as_secs_f64()),
+            ("connect", e.connect.as_secs_f64()),
+            ("tls", e.tls.as_secs_f64()),
+            ("processing", e.processing.as_secs_f64()),
+            ("transfer", e.transfer.as_secs_f64()),
+        ])
+    }
+}
+
+impl Reached for Obs {
+    fn reached(&self) -> Option<&Dialled> {
+        self.parsed.then_some(&self.exchange.dialled)
+    }
+}
+
+impl Shook for Obs {
+    fn shook(&self) -> Option<&TlsSeen> {
+        self.ssl().then_some(&self.exchange.tls_seen)
+    }
+}
+
+/// What an `http` probe carries from run to run.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Kept {
+    /// The certificate expiry last known.
+    #[serde(default)]
+    pub cert: CertExpiry,
+}
+
+impl KeepsCertExpiry for Kept {
+    fn cert_expiry(&self) -> &CertExpiry {
+        &self.cert
+    }
+}
+
+fn gauge_of(seen: &Seen<'_, Http>, out: &mut dyn super::Emit, value: impl Fn(&Obs) -> f64) {
+    out.gauge(&[], value(seen.obs));
+}
+
+/// blackbox_exporter's series that every `http` answer has, 0 where nothing was learnt.
+macro_rules! always {
+    ($name:literal, $help:literal, $value:expr) => {
+        Family {
+            name: $name,
+            help: $help,
+            unit: None,
+            publish: Publish::Probe,
+            emit: |seen, out| gauge_of(seen, out, $value),
+        }
+    };
+}
+
+impl ProbeKind for Http {
+    const NAME: &'static str = "http";
+    const REASONS: &'static [Reason] = &[
+        Reason::Dns,
+        Reason::Connect,
+        Reason::Tls,
+        Reason::Protocol,
+        Reason::Status,
+        Reason::Body,
+        Reason::Header,
+        Reason::Json,
+        Reason::Redirect,
+    ];
+    const FAMILIES: &'static [Family<Self>] = &[
+        Family {
+            name: "vigil_probe_http_status_code",
+            help: "HTTP status code of the last response.",
+            unit: None,
+            publish: Publish::Metrics,
+            emit: |seen, out| {
+                if let Some(code) = seen.obs.status() {
+                    out.gauge(&[], f64::from(code));
+                }
+            },
+        },
+        Family {
+            name: "vigil_probe_http_duration",
+            help: "Duration of each phase of the last HTTP run.",
+            unit: Some(Unit::Seconds),
+            publish: Publish::Metrics,
+            emit: emit_phases,
+        },
+        Certificates::<Self>::EXPIRY,
+        always!(
+            "probe_failed_due_to_regex",
+            "Indicates if probe failed due to regex",
+            |o| { f64::from(u8::from(o.failed_due_to_regex)) }
+        ),
+        always!("probe_http_content_length", "Length of http content response", |o| {
+            o.exchange.head.as_ref().map_or(0.0, |h| h.content_length as f64)
+        }),
+        always!(
+            "probe_http_uncompressed_body_length",
+            "Length of uncompressed response body",
+            |o| o.exchange.body_bytes as f64
+        ),
+        always!("probe_http_redirects", "The number of redirects", |o| f64::from(
+            o.exchange.redirects
+        )),
+        always!(
+            "probe_http_ssl",
+            "Indicates if SSL was used for the final redirect",
+            |o| { f64::from(u8::from(o.ssl())) }
+        ),
+        always!("probe_http_status_code", "Response HTTP status code", |o| f64::from(
+            o.exchange.status()
+        )),
+        always!(
+            "probe_http_version",
+            "Returns the version of HTTP of the probe response",
+            |o| { o.exchange.head.as_ref().map_or(0.0, |h| h.version) }
+        ),
+        Family {
+            name: "probe_http_duration",
+            help: "Duration of http request by phase, summed over all redirects",
+            unit: Some(Unit::Seconds),
+            publish: Publish::Probe,
+            emit: |seen, out| {
+                if seen.obs.phases().is_some() {
+                    emit_phases(seen, out);
+                } else if seen.obs.parsed {
+                    // The name did not resolve: only its lookup is timed.
+                    out.gauge(&[("phase", "resolve")], seen.obs.exchange.resolve.as_secs_f64());
+                }
+            },
+        },
+        Family {
+            name: "probe_http_last_modified_timestamp",
+            help: "Returns the Last-Modified HTTP response header in unixtime",
+            unit: Some(Unit::Seconds),
+            publish: Publish::Probe,
+            emit: |seen, out| {
+                let modified = seen
+                    .obs
+                    .exchange
+                    .head
+                    .as_ref()
+                    .and_then(|h| h.headers.get(header::LAST_MODIFIED))
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| httpdate::parse_http_date(v).ok());
+                if let Some(at) = modified {
+                    out.gauge(&[], crate::metrics::unix_seconds(at));
+                }
+            },
+        },
+        Address::<Self>::IP_PROTOCOL,
+        Address::<Self>::IP_ADDR_HASH,
+        Address::<Self>::DNS_LOOKUP_TIME,
+        Tls::<Self>::EARLIEST_CERT_EXPIRY,
+        Tls::<Self>::LAST_CHAIN_EXPIRY,
+        Tls::<Self>::LAST_CHAIN_INFO,
+        Tls::<Self>::VERSION_INFO,
+    ];
+
+    type Spec = Spec;
+    type Obs = Obs;
+    type Kept = Kept;
+
+    fn build(spec: Spec, cx: &mut BuildContext, path: &str, role: Role) -> Option<Built<Self>> {
+        build_http(spec, cx, path, role)
+    }
+
+    async fn check(&self, target: &str, cx: &CheckContext, obs: &mut Obs) -> Verdict {
+        let url = match parse_target(target, &self.client.secret_names) {
+            Ok(url) => url,
+            Err(e) => return Verdict::down(Reason::Connect, e.detail),
+        };
+        obs.parsed = true;
+        let (url, userinfo) = take_userinfo(url);
+        let outgoing = Outgoing {
+            method: self.method.clone(),
+            url,
+            headers: &self.headers,
+            userinfo,
+            body: self.body.clone(),
+        };
+        let fetched = fetch(&self.client, outgoing, self.policy, &cx.sockets, &mut obs.exchange).await;
+        self.assess(obs, fetched)
+    }
+
+    fn interrupted(obs: &mut Obs) {
+        obs.exchange.interrupted();
+    }
+
+    fn keep(kept: &mut Kept, obs: &Obs) {
+        kept.cert.keep(&obs.exchange.tls_seen);
+    }
+}
+
+/// `host` of a `host:port` (IPv6 literals keep their brackets).
+fn host_without_port(host: &str) -> &str {
+    if let Some(end) = host.strip_prefix('[').and_then(|rest| rest.find(']')) {
+        return &host[..end + 2];
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+fn emit_phases(seen: &Seen<'_, Http>, out: &mut dyn super::Emit) {
+    for (phase, seconds) in seen.obs.phases().into_iter().flatten() {
+        out.gauge(&[("phase", phase)], seconds);
+    }
+}
+
+fn build_http(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) -> Option<Built<Http>> {
     let key = |k: &str| format!("{path}.{k}");
     match (role, &spec.url) {
         (Role::Scheduled, None) => ctx.error(path, "missing key `url`"),
         (Role::Scheduled, Some(url)) => {
             if let Err(e) = parse_target(url, ctx.secret_names()) {
-                ctx.error(key("url"), e);
+                ctx.error(key("url"), e.detail);
             }
         }
         (Role::Module, Some(_)) => ctx.error(
@@ -431,9 +606,56 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) 
     } else if spec.max_redirects > MAX_REDIRECTS {
         ctx.error(key("max_redirects"), format!("must be at most {MAX_REDIRECTS}"));
     }
-    check_body_limit(spec.body_size_limit.0, ctx, &key("body_size_limit"));
+    if let Some(limit) = spec.body_size_limit {
+        check_body_limit(limit.0, ctx, &key("body_size_limit"));
+    }
+    let decode = match spec.compression.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("auto") => Decode::AsDeclared,
+        Some("identity") => Decode::Always(Encoding::Identity),
+        Some("gzip") => Decode::Always(Encoding::Gzip),
+        Some("deflate") => Decode::Always(Encoding::RawDeflate),
+        Some(other) => {
+            ctx.error(
+                key("compression"),
+                format!("`{other}` is not a compression vigil decodes (auto, identity, gzip, deflate)"),
+            );
+            Decode::AsDeclared
+        }
+    };
+    let mut valid_http_versions = Vec::new();
+    for (i, version) in spec.valid_http_versions.iter().enumerate() {
+        match version.as_str() {
+            "HTTP/1.0" => valid_http_versions.push(1.0),
+            "HTTP/1.1" => valid_http_versions.push(1.1),
+            "HTTP/2.0" => valid_http_versions.push(2.0),
+            other => ctx.error(
+                format!("{path}.valid_http_versions.{i}"),
+                format!("`{other}` is not an HTTP version (HTTP/1.0, HTTP/1.1, HTTP/2.0)"),
+            ),
+        }
+    }
+    if spec.fail_if_ssl && spec.fail_if_not_ssl {
+        ctx.error(
+            key("fail_if_not_ssl"),
+            "set fail_if_ssl or fail_if_not_ssl, not both: no probe could pass",
+        );
+    }
+    // A `Host` header names the server for TLS too, unless `tls_config.server_name` does.
+    let host_header = headers
+        .iter()
+        .find(|(name, _)| name == header::HOST)
+        .and_then(|(_, value)| value.to_str().ok())
+        .map(|host| host_without_port(host).to_string());
+    let server_name = spec.tls_config.server_name.clone().or(host_header);
+    let needs_body = !spec.body_must_match.0.is_empty() || !spec.body_must_not_match.0.is_empty() || !json.is_empty();
+    let limit = spec.body_size_limit.map(|b| b.0);
+    let keep = if needs_body {
+        usize::try_from(limit.map_or(KEEP_FOR_ASSERTIONS, |l| l.min(KEEP_FOR_ASSERTIONS))).unwrap_or(usize::MAX)
+    } else {
+        0
+    };
     let tls = tls::client_config(&spec.tls_config, &[b"http/1.1"], ctx, &key("tls_config"))?;
-    let settings = Settings {
+    let settings = Http {
         method,
         headers,
         body,
@@ -444,15 +666,20 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) 
         header_must_match,
         header_must_not_match,
         json,
-        transport: Transport {
+        valid_http_versions,
+        fail_if_ssl: spec.fail_if_ssl,
+        fail_if_not_ssl: spec.fail_if_not_ssl,
+        policy: BodyPolicy { limit, keep, decode },
+        client: Client {
             tls,
-            server_name: spec.tls_config.server_name,
+            verify: spec.tls_config.verify,
+            server_name,
             ip_protocol: spec.ip_protocol,
             ip_protocol_fallback: spec.ip_protocol_fallback,
-            body_size_limit: spec.body_size_limit.0,
             follow_redirects: spec.follow_redirects,
             max_redirects: spec.max_redirects,
             secret_names: ctx.secret_names().clone(),
+            user_agent: HeaderValue::from_static(USER_AGENT),
         },
     };
     Some(Built {
@@ -464,350 +691,157 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) 
 
 /// The `Authorization` header for basic auth (marked sensitive), the password read at `path`.
 pub(crate) fn basic_auth_header(auth: &BasicAuth, ctx: &mut BuildContext, path: &str) -> Option<HeaderValue> {
-    use base64::Engine;
     let password = ctx.secret(path, &auth.password)?;
-    let token = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", auth.username, password.expose()));
-    let mut value = HeaderValue::from_str(&format!("Basic {token}")).ok()?;
-    value.set_sensitive(true);
-    Some(value)
+    basic_auth(&auth.username, password.expose())
 }
 
-/// One response, read whole (within the size limit).
-#[derive(Debug)]
-pub struct Response {
-    /// Status code.
-    pub status: u16,
-    /// HTTP version (1.0, 1.1).
-    pub version: f64,
-    /// Headers.
-    pub headers: http::HeaderMap,
-    /// Body.
-    pub body: Vec<u8>,
-}
-
-const USER_AGENT: &str = concat!("vigil/", env!("CARGO_PKG_VERSION"));
-
-/// One attempt: request, follow redirects, then check the final response.
-pub async fn check(settings: &Settings, target: &str, context: &CheckContext) -> Checked {
-    let mut obs = Observations::default();
-    let url = match parse_target(target, &settings.transport.secret_names) {
-        Ok(url) => url,
-        Err(e) => return Checked::down(Reason::Connect, e, obs),
-    };
-    let outgoing = Outgoing {
-        method: settings.method.clone(),
-        url,
-        headers: &settings.headers,
-        body: settings.body.clone(),
-    };
-    match fetch(&settings.transport, outgoing, &mut obs, &context.sockets).await {
-        Ok(response) => assess(settings, &response, obs),
-        Err(failure) => Checked::down(failure.reason, failure.detail, obs),
-    }
-}
-
-/// Sends `outgoing` on a fresh connection, following redirects as `transport` says, and reads
-/// the final response; phases, TLS and status go into `obs` as they are learnt. Each
-/// connection takes its place in `sockets`.
-pub async fn fetch(
-    transport: &Transport,
-    outgoing: Outgoing<'_>,
-    obs: &mut Observations,
-    sockets: &net::Sockets,
-) -> Result<Response, Failure> {
-    let Outgoing {
-        method,
-        mut url,
-        headers: extra_headers,
-        body: request_body,
-    } = outgoing;
-    let mut method = method;
-    let mut send_body = true;
-    let mut phases = Phases::default();
-    let mut redirects = 0u32;
-    let mut visited: Vec<Url> = Vec::new();
-    let first = url.clone();
-    loop {
-        let host = url
-            .host_str()
-            .ok_or_else(|| Failure::new(Reason::Connect, "URL has no host"))?
-            .to_owned();
-        let port = url.port_or_known_default().unwrap_or(80);
-        let connected = net::connect(
-            &host,
-            port,
-            transport.ip_protocol,
-            transport.ip_protocol_fallback,
-            sockets,
-        )
-        .await;
-        let connected = match connected {
-            Ok(c) => c,
-            Err(e) => {
-                obs.phases = Some(phases);
-                return Err(e);
-            }
+impl Http {
+    /// The verdict on what `fetch` brought back, in blackbox_exporter's order: status, then
+    /// header and body regexes (on a valid status only), the body read to its end, JSON,
+    /// the HTTP version, TLS. The reason is the first check that failed.
+    fn assess(&self, obs: &mut Obs, fetched: Result<(), TransportError>) -> Verdict {
+        let Some(head) = obs.exchange.head.as_ref() else {
+            let error = fetched
+                .err()
+                .unwrap_or_else(|| TransportError::new(ErrorKind::Protocol, "no response"));
+            return super::Failure::from(error).into();
         };
-        phases.resolve += connected.resolve;
-        phases.connect += connected.connect;
-        obs.ip_protocol = Some(if connected.addr.is_ipv4() { 4 } else { 6 });
-
-        let mut request = Request::builder().method(method.clone()).uri(match url.query() {
-            Some(q) => format!("{}?{q}", url.path()),
-            None => url.path().to_string(),
-        });
-        let host_header = match url.port() {
-            Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
-            None => host.clone(),
-        };
-        // Credentials go only to the origin the probe was written for (scheme, host and port),
-        // never to a redirect target elsewhere, nor from https down to http.
-        let same_origin = origin(&url) == origin(&first);
-        let headers = request
-            .headers_mut()
-            .ok_or_else(|| Failure::new(Reason::Protocol, "invalid request"))?;
-        headers.insert(
-            header::HOST,
-            HeaderValue::from_str(&host_header).map_err(|_| Failure::new(Reason::Connect, "invalid host"))?,
-        );
-        headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
-        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-        for (name, value) in extra_headers {
-            if same_origin || !transport.is_credential(name, value) {
-                headers.insert(name.clone(), value.clone());
-            }
+        let status = head.status;
+        let past_limit = obs.exchange.body_closed && obs.exchange.redirects > self.client.max_redirects;
+        if self.degraded_status.iter().any(|r| r.contains(status)) {
+            return Verdict::failed(
+                Level::Degraded,
+                Reason::Status,
+                format!("status {status} counts as degraded"),
+            );
         }
-        let body = if send_body { request_body.clone() } else { Bytes::new() };
-        if !body.is_empty() {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-        }
-        let request = request
-            .body(Full::new(body))
-            .map_err(|e| Failure::new(Reason::Protocol, e.to_string()))?;
-
-        let response = if url.scheme() == "https" {
-            let started = Instant::now();
-            let name = transport.server_name.as_deref().unwrap_or(&host);
-            let mut expired = None;
-            let shake = tls::handshake(&transport.tls, name, connected.stream, &mut expired).await;
-            phases.tls += started.elapsed();
-            let shake = match shake {
-                Ok(s) => s,
-                Err(e) => {
-                    obs.phases = Some(phases);
-                    obs.tls = Some(true);
-                    obs.tls_cert_expiry = expired.or(obs.tls_cert_expiry);
-                    return Err(e);
-                }
-            };
-            obs.tls = Some(true);
-            obs.tls_cert_expiry = match (obs.tls_cert_expiry, shake.earliest_expiry) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            round_trip(shake.stream, request, transport.body_size_limit, &mut phases).await
-        } else {
-            obs.tls = Some(false);
-            round_trip(connected.stream, request, transport.body_size_limit, &mut phases).await
-        };
-        obs.phases = Some(phases);
-        let response = response?;
-        obs.http_status = Some(response.status);
-        obs.http_version = Some(response.version);
-        obs.http_content_length = Some(response.body.len() as u64);
-
-        let is_redirect = matches!(response.status, 301 | 302 | 303 | 307 | 308);
-        if !(is_redirect && transport.follow_redirects) {
-            obs.http_redirects = Some(redirects);
-            return Ok(response);
-        }
-        let location = response
-            .headers
-            .get(header::LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| {
-                Failure::new(
+        if !self.valid_status.iter().any(|r| r.contains(status)) {
+            if past_limit && self.client.follow_redirects {
+                let limit = self.client.max_redirects;
+                return Verdict::down(
                     Reason::Redirect,
-                    format!("status {} without a Location header", response.status),
-                )
-            })?;
-        let next = url.join(location).map_err(|e| {
-            let shown = transport.secret_names.redact_target(location);
-            Failure::new(Reason::Redirect, format!("bad Location `{shown}`: {e}"))
-        })?;
-        visited.push(url);
-        if redirects >= transport.max_redirects {
-            obs.http_redirects = Some(redirects);
-            let looped = visited.contains(&next);
-            return Err(Failure::new(
-                Reason::Redirect,
-                if looped {
-                    format!(
-                        "redirect loop: {} redirects, back to {}",
-                        redirects,
-                        transport.secret_names.redact_target(next.as_str())
-                    )
-                } else {
-                    format!("more than {} redirects", transport.max_redirects)
-                },
-            ));
+                    if obs.exchange.looped {
+                        format!("redirect loop: more than {limit} redirects, back to a URL already requested")
+                    } else {
+                        format!("more than {limit} redirects")
+                    },
+                );
+            }
+            let valid: Vec<String> = self.valid_status.iter().map(ToString::to_string).collect();
+            return Verdict::down(
+                Reason::Status,
+                format!("status {status} is not in {}", valid.join(", ")),
+            );
         }
-        redirects += 1;
-        // Like browsers and Go: 303, and 301/302 after a POST, continue as GET without a body.
-        if response.status == 303 && method != Method::HEAD
-            || matches!(response.status, 301 | 302) && method == Method::POST
-        {
-            method = Method::GET;
-            send_body = false;
+        if let Some(why) = self.headers_fail(&head.headers) {
+            obs.failed_due_to_regex = true;
+            return Verdict::down(Reason::Header, why);
         }
-        if !matches!(next.scheme(), "http" | "https") {
-            return Err(Failure::new(
-                Reason::Redirect,
-                format!("redirect to unsupported scheme `{}`", next.scheme()),
-            ));
+        let body_assertions = !self.body_must_match.is_empty() || !self.body_must_not_match.is_empty();
+        if body_assertions {
+            let unread = match &fetched {
+                Err(e) => Some(super::Failure::from(e.clone())),
+                Ok(()) if obs.exchange.body_closed => Some(super::Failure::new(
+                    Reason::Body,
+                    "the body of a redirect that is not followed is not read",
+                )),
+                Ok(()) => None,
+            };
+            if let Some(failure) = unread {
+                obs.failed_due_to_regex = true;
+                return failure.into();
+            }
+            if let Some(why) = self.body_fails(&obs.exchange) {
+                obs.failed_due_to_regex = true;
+                return Verdict::down(Reason::Body, why);
+            }
         }
-        url = next;
-    }
-}
-
-/// Sends `request` on a new HTTP/1.1 connection over `stream` and reads the response.
-async fn round_trip<S>(
-    stream: S,
-    request: Request<Full<Bytes>>,
-    limit: u64,
-    phases: &mut Phases,
-) -> Result<Response, Failure>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let protocol = |e: hyper::Error| Failure::new(Reason::Protocol, format!("HTTP: {e}"));
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(protocol)?;
-    let sent = Instant::now();
-    let exchange = async {
-        let response = sender.send_request(request).await.map_err(|e| (protocol(e), None))?;
-        let head_at = Instant::now();
-        let (parts, mut body) = response.into_parts();
-        let mut buf = Vec::new();
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| (protocol(e), Some(head_at)))?;
-            if let Ok(data) = frame.into_data() {
-                if (buf.len() + data.len()) as u64 > limit {
-                    let failure = Failure::new(Reason::Body, format!("body larger than the limit of {limit} bytes"));
-                    return Err((failure, Some(head_at)));
+        if let Err(e) = fetched {
+            return super::Failure::from(e).into();
+        }
+        if !self.json.is_empty() {
+            if let Some(why) = truncated(&obs.exchange) {
+                return Verdict::down(Reason::Body, why);
+            }
+            let document: serde_json::Value = match serde_json::from_slice(&obs.exchange.body) {
+                Ok(doc) => doc,
+                Err(e) => return Verdict::down(Reason::Json, format!("body is not JSON: {e}")),
+            };
+            for rule in &self.json {
+                if let Err(why) = json_holds(rule, &document) {
+                    return Verdict::down(Reason::Json, why);
                 }
-                buf.extend_from_slice(&data);
             }
         }
-        let version = match parts.version {
-            http::Version::HTTP_10 => 1.0,
-            http::Version::HTTP_2 => 2.0,
-            _ => 1.1,
-        };
-        Ok((
-            Response {
-                status: parts.status.as_u16(),
-                version,
-                headers: parts.headers,
-                body: buf,
-            },
-            head_at,
-        ))
-    };
-    tokio::pin!(exchange);
-    tokio::pin!(conn);
-    let mut conn_done = false;
-    let result = loop {
-        tokio::select! {
-            result = &mut exchange => break result,
-            // The connection future ends when the server closes; buffered body data stays readable.
-            _ = &mut conn, if !conn_done => conn_done = true,
+        let head = obs.exchange.head.as_ref();
+        let version = head.map_or(0.0, |h| h.version);
+        if !self.valid_http_versions.is_empty() && !self.valid_http_versions.contains(&version) {
+            return Verdict::down(
+                Reason::Protocol,
+                format!("HTTP version {version:?} is not in valid_http_versions"),
+            );
         }
-    };
-    let finished = Instant::now();
-    let (result, head_at) = match result {
-        Ok((response, head_at)) => (Ok(response), Some(head_at)),
-        Err((failure, head_at)) => (Err(failure), head_at),
-    };
-    match head_at {
-        Some(head_at) => {
-            phases.processing += head_at - sent;
-            phases.transfer += finished - head_at;
+        if self.fail_if_ssl && obs.ssl() {
+            return Verdict::down(Reason::Tls, "the final response came over TLS (fail_if_ssl)");
         }
-        None => phases.processing += finished - sent,
+        if self.fail_if_not_ssl && !obs.ssl() {
+            return Verdict::down(
+                Reason::Tls,
+                "the final response did not come over TLS (fail_if_not_ssl)",
+            );
+        }
+        Verdict::up()
     }
-    result
+
+    fn headers_fail(&self, headers: &http::HeaderMap) -> Option<String> {
+        for (name, rule) in &self.header_must_match {
+            let values: Vec<&HeaderValue> = headers.get_all(name).iter().collect();
+            if values.is_empty() {
+                if !rule.allow_missing.unwrap_or(false) {
+                    return Some(format!("header {name} is missing"));
+                }
+            } else if !values.iter().any(|v| rule.pattern.is_match(v.as_bytes())) {
+                return Some(format!("header {name} does not match /{}/", rule.pattern.as_str()));
+            }
+        }
+        for (name, rule) in &self.header_must_not_match {
+            let values: Vec<&HeaderValue> = headers.get_all(name).iter().collect();
+            if values.is_empty() && !rule.allow_missing.unwrap_or(true) {
+                return Some(format!("header {name} is missing"));
+            }
+            if values.iter().any(|v| rule.pattern.is_match(v.as_bytes())) {
+                return Some(format!("header {name} matches /{}/", rule.pattern.as_str()));
+            }
+        }
+        None
+    }
+
+    fn body_fails(&self, exchange: &Exchange) -> Option<String> {
+        if let Some(why) = truncated(exchange) {
+            return Some(why);
+        }
+        for pattern in &self.body_must_match {
+            if !pattern.is_match(&exchange.body) {
+                return Some(format!("body does not match /{}/", pattern.as_str()));
+            }
+        }
+        for pattern in &self.body_must_not_match {
+            if pattern.is_match(&exchange.body) {
+                return Some(format!("body matches /{}/", pattern.as_str()));
+            }
+        }
+        None
+    }
 }
 
-fn assess(settings: &Settings, response: &Response, obs: Observations) -> Checked {
-    let status = response.status;
-    if settings.degraded_status.iter().any(|r| r.contains(status)) {
-        return Checked::failed(
-            Level::Degraded,
-            Reason::Status,
-            format!("status {status} counts as degraded"),
-            obs,
-        );
-    }
-    if !settings.valid_status.iter().any(|r| r.contains(status)) {
-        let valid: Vec<String> = settings.valid_status.iter().map(ToString::to_string).collect();
-        return Checked::down(
-            Reason::Status,
-            format!("status {status} is not in {}", valid.join(", ")),
-            obs,
-        );
-    }
-    for (name, rule) in &settings.header_must_match {
-        let values: Vec<&HeaderValue> = response.headers.get_all(name).iter().collect();
-        if values.is_empty() {
-            if !rule.allow_missing {
-                return Checked::down(Reason::Header, format!("header {name} is missing"), obs);
-            }
-        } else if !values.iter().any(|v| rule.pattern.is_match(v.as_bytes())) {
-            return Checked::down(
-                Reason::Header,
-                format!("header {name} does not match /{}/", rule.pattern.as_str()),
-                obs,
-            );
-        }
-    }
-    for (name, rule) in &settings.header_must_not_match {
-        if response
-            .headers
-            .get_all(name)
-            .iter()
-            .any(|v| rule.pattern.is_match(v.as_bytes()))
-        {
-            return Checked::down(
-                Reason::Header,
-                format!("header {name} matches /{}/", rule.pattern.as_str()),
-                obs,
-            );
-        }
-    }
-    for pattern in &settings.body_must_match {
-        if !pattern.is_match(&response.body) {
-            return Checked::down(Reason::Body, format!("body does not match /{}/", pattern.as_str()), obs);
-        }
-    }
-    for pattern in &settings.body_must_not_match {
-        if pattern.is_match(&response.body) {
-            return Checked::down(Reason::Body, format!("body matches /{}/", pattern.as_str()), obs);
-        }
-    }
-    if !settings.json.is_empty() {
-        let document: serde_json::Value = match serde_json::from_slice(&response.body) {
-            Ok(doc) => doc,
-            Err(e) => return Checked::down(Reason::Json, format!("body is not JSON: {e}"), obs),
-        };
-        for rule in &settings.json {
-            if let Err(why) = json_holds(rule, &document) {
-                return Checked::down(Reason::Json, why, obs);
-            }
-        }
-    }
-    Checked::up(obs)
+/// Assertions see the body whole or not at all: a body longer than what is kept for them fails.
+fn truncated(exchange: &Exchange) -> Option<String> {
+    (exchange.body_bytes > exchange.body.len() as u64).then(|| {
+        format!(
+            "the body is longer than the {} MiB kept for body and JSON assertions; set body_size_limit",
+            KEEP_FOR_ASSERTIONS >> 20
+        )
+    })
 }
 
 fn show(value: &serde_json::Value) -> String {
@@ -930,7 +964,7 @@ mod tests {
             "https://",
         ] {
             let err = parse_target(bad, &names).expect_err(bad);
-            assert!(!err.contains("pw@"), "{err}");
+            assert!(!err.detail.contains("pw@"), "{err}");
         }
     }
 }

@@ -1,24 +1,55 @@
-//! Probe kinds: one file per kind behind one small contract, [`Probe::check`].
+//! Probe kinds: one file per kind behind one contract, [`ProbeKind`].
 //!
-//! A kind's file holds its config struct (`Spec`), what it builds from it at load (compiled
-//! regexes, TLS settings, secrets read from files) and its `check`, which makes one attempt and
-//! never sleeps: the scheduler owns timing, timeouts, retries, latency levels and metrics.
-//! Adding a kind is one file plus one line in [`probe_kinds!`]; the compiler finds the rest.
+//! A kind's file owns everything about it:
+//! - its config (`Spec`), decoded with unknown keys refused, and what [`ProbeKind::build`]
+//!   makes of it at load (compiled regexes, TLS settings, secrets read from files), with errors
+//!   at their key path;
+//! - one attempt, [`ProbeKind::check`];
+//! - what an attempt observes (`Obs`) and what is carried from run to run and across restarts
+//!   (`Kept`, such as the last known certificate expiry);
+//! - the metric families it publishes, in both vocabularies: vigil's `vigil_probe_*` on
+//!   `/metrics` for its own probes, and blackbox_exporter's `probe_*` on `/probe`
+//!   ([`ProbeKind::FAMILIES`]).
+//!
+//! The rules of the contract:
+//! - A kind never retries, sleeps or times itself: the scheduler owns the interval, the
+//!   attempt's timeout, retries and the latency thresholds. (A kind that asks several endpoints
+//!   of one source in one attempt, as `elasticsearch` does with `urls`, divides the attempt's
+//!   time between them, never extends it.)
+//! - `check` writes into its `Obs` as it learns, because the scheduler may drop the attempt at
+//!   its timeout: what was seen until then is still published (a status code that arrived before
+//!   a trickling body timed out), and [`ProbeKind::interrupted`] closes what was open.
+//! - `check` never panics on what a target sends; if it does anyway, that attempt alone is DOWN
+//!   with reason `internal`.
+//! - Its verdict's detail names no secret; it is made printable centrally.
+//! - A family is a gauge; what it emits depends on the observation alone, so a family with
+//!   nothing to say emits nothing.
+//!
+//! Registering a kind is one line in [`kinds!`]; the central encoders (`/metrics`, `/probe`,
+//! the state file) go through [`Probe`], [`Observed`] and [`Carried`], which it generates, and
+//! know no kind by name.
 
+pub mod blackbox;
 pub mod elasticsearch;
+pub mod families;
 pub mod freshness;
 pub mod heartbeat;
 pub mod http;
-pub mod net;
 pub mod sql;
 pub mod tcp;
-pub mod tls;
+
+#[cfg(test)]
+mod contract;
 
 use std::fmt;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::future::Future;
+use std::sync::{Arc, LazyLock};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::spec::BuildContext;
+pub use families::{Emit, Family, Publish, Seen, Unit};
 pub use freshness::Thresholds;
 
 /// The level a probe run ends in.
@@ -165,81 +196,27 @@ impl fmt::Display for Reason {
     }
 }
 
-/// Durations of the phases of an HTTP request (summed over redirects, like blackbox_exporter).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Phases {
-    /// Name resolution.
-    pub resolve: Duration,
-    /// TCP connect.
-    pub connect: Duration,
-    /// TLS handshake.
-    pub tls: Duration,
-    /// From the request sent to the response headers received.
-    pub processing: Duration,
-    /// Reading the body.
-    pub transfer: Duration,
-}
-
-impl Phases {
-    /// `(phase label, duration)` in publishing order.
-    pub fn labelled(&self) -> [(&'static str, Duration); 5] {
-        [
-            ("resolve", self.resolve),
-            ("connect", self.connect),
-            ("tls", self.tls),
-            ("processing", self.processing),
-            ("transfer", self.transfer),
-        ]
-    }
-}
-
-/// What a run observed besides its level; each kind fills what applies to it.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Observations {
-    /// Final HTTP status code.
-    pub http_status: Option<u16>,
-    /// HTTP version of the final response, as a number (1.0, 1.1).
-    pub http_version: Option<f64>,
-    /// Redirects followed.
-    pub http_redirects: Option<u32>,
-    /// Body length read (bytes).
-    pub http_content_length: Option<u64>,
-    /// Phase durations.
-    pub phases: Option<Phases>,
-    /// Whether the final connection used TLS.
-    pub tls: Option<bool>,
-    /// Earliest `notAfter` of the certificates the server presented.
-    pub tls_cert_expiry: Option<SystemTime>,
-    /// IP version of the address connected to (4 or 6).
-    pub ip_protocol: Option<u8>,
-    /// Freshness kinds: when the newest record was written (`None`: no record at all).
-    pub freshness_newest: Option<SystemTime>,
-}
-
-/// The result of one attempt, before the scheduler applies latency thresholds.
+/// A kind's verdict on one attempt, before the scheduler applies latency thresholds.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Checked {
+pub struct Verdict {
     /// UP, DEGRADED or DOWN as far as the kind can tell.
     pub level: Level,
     /// Set whenever `level` is not UP.
     pub reason: Option<Reason>,
     /// A short human message (never holds a secret).
     pub detail: String,
-    /// What was observed.
-    pub observations: Observations,
     /// Nothing to judge yet (a heartbeat still waiting for its first beat): the run is not
     /// recorded, and the probe stays pending.
     pub pending: bool,
 }
 
-impl Checked {
-    /// An UP result.
-    pub fn up(observations: Observations) -> Self {
+impl Verdict {
+    /// UP.
+    pub fn up() -> Self {
         Self {
             level: Level::Up,
             reason: None,
             detail: String::new(),
-            observations,
             pending: false,
         }
     }
@@ -249,28 +226,38 @@ impl Checked {
         Self {
             pending: true,
             detail: detail.into(),
-            ..Self::up(Observations::default())
+            ..Self::up()
         }
     }
 
-    /// A non-UP result with its reason and message.
-    pub fn failed(level: Level, reason: Reason, detail: impl Into<String>, observations: Observations) -> Self {
+    /// A result that is not UP, with its reason and message.
+    pub fn failed(level: Level, reason: Reason, detail: impl Into<String>) -> Self {
         Self {
             level,
             reason: Some(reason),
             detail: detail.into(),
-            observations,
             pending: false,
         }
     }
 
-    /// A DOWN result with its reason and message.
-    pub fn down(reason: Reason, detail: impl Into<String>, observations: Observations) -> Self {
-        Self::failed(Level::Down, reason, detail, observations)
+    /// DOWN, with its reason and message.
+    pub fn down(reason: Reason, detail: impl Into<String>) -> Self {
+        Self::failed(Level::Down, reason, detail)
+    }
+
+    /// Whether the level is not DOWN (`probe_success`).
+    pub fn success(&self) -> bool {
+        self.level != Level::Down
     }
 }
 
-/// A failure inside a kind's `check`, turned into a DOWN result with what was observed so far.
+impl From<Failure> for Verdict {
+    fn from(failure: Failure) -> Self {
+        Verdict::down(failure.reason, failure.detail)
+    }
+}
+
+/// A failure inside a kind's attempt: becomes a DOWN verdict.
 #[derive(Debug)]
 pub struct Failure {
     /// The reason label.
@@ -286,6 +273,21 @@ impl Failure {
             reason,
             detail: detail.into(),
         }
+    }
+}
+
+impl From<crate::transport::TransportError> for Failure {
+    fn from(e: crate::transport::TransportError) -> Self {
+        use crate::transport::ErrorKind;
+        let reason = match e.kind {
+            ErrorKind::Dns => Reason::Dns,
+            ErrorKind::Connect => Reason::Connect,
+            ErrorKind::Tls => Reason::Tls,
+            ErrorKind::Protocol => Reason::Protocol,
+            ErrorKind::Redirect => Reason::Redirect,
+            ErrorKind::Body => Reason::Body,
+        };
+        Failure::new(reason, e.detail)
     }
 }
 
@@ -306,46 +308,226 @@ pub struct CheckContext {
     /// Heartbeats pushed to `/push/<name>`.
     pub heartbeats: Arc<heartbeat::Beats>,
     /// The probes' share of the process' descriptors (unlimited by default).
-    pub sockets: net::Sockets,
+    pub sockets: crate::transport::connect::Sockets,
 }
 
-/// Declares the probe kinds: the `Kind` name enum, the `Spec` config enum, the compiled `Probe`
-/// enum and the dispatch between them. One line per kind.
-macro_rules! probe_kinds {
-    ($($variant:ident => $name:literal, $module:ident;)+) => {
+/// What a probe definition is built for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// A self-scheduled probe under `probes:`: it names its own target.
+    Scheduled,
+    /// A `/probe` module under `modules:`: the target comes with each request.
+    Module,
+}
+
+/// The contract of a probe kind (see the module docs for its rules). The implementing type is
+/// the kind's compiled settings.
+pub trait ProbeKind: Sized + fmt::Debug + Send + Sync + 'static {
+    /// Its name, as written in `kind:` and published in the `kind` label.
+    const NAME: &'static str;
+    /// The reasons an attempt of this kind can end with besides [`Reason::SCHEDULER`]; its
+    /// failure counters start at 0 for each, so `increase()` sees the first failure.
+    const REASONS: &'static [Reason];
+    /// Every metric family it publishes, on `/metrics` and on `/probe`.
+    const FAMILIES: &'static [Family<Self>];
+
+    /// Its config, as written (unknown keys refused).
+    type Spec: DeserializeOwned;
+    /// What one attempt observes, written as it is learnt.
+    type Obs: Default + Clone + fmt::Debug + PartialEq + Send + Sync + 'static;
+    /// What is carried from one run to the next and across restarts (in the state file).
+    type Kept: Default + Clone + fmt::Debug + PartialEq + Serialize + DeserializeOwned + Send + Sync + 'static;
+
+    /// Builds the settings from the config at `path`, recording errors in `cx`.
+    fn build(spec: Self::Spec, cx: &mut BuildContext, path: &str, role: Role) -> Option<Built<Self>>;
+
+    /// One attempt against `target`, writing what it learns into `obs`.
+    fn check(&self, target: &str, cx: &CheckContext, obs: &mut Self::Obs) -> impl Future<Output = Verdict> + Send;
+
+    /// The attempt was dropped at its timeout: close what was open in `obs`.
+    fn interrupted(obs: &mut Self::Obs) {
+        let _ = obs;
+    }
+
+    /// Carries what a finished run learnt into `kept`.
+    fn keep(kept: &mut Self::Kept, obs: &Self::Obs) {
+        let _ = (kept, obs);
+    }
+}
+
+/// A family as the central encoders see it: which kind declares it, and where.
+#[derive(Clone, Copy, Debug)]
+pub struct FamilyInfo {
+    /// The kind that declares it.
+    pub kind: Kind,
+    /// Its place in the kind's [`ProbeKind::FAMILIES`].
+    pub index: usize,
+    /// Its name (without the unit suffix).
+    pub name: &'static str,
+    /// Its help.
+    pub help: &'static str,
+    /// Its unit.
+    pub unit: Option<Unit>,
+    /// Where it is published.
+    pub publish: Publish,
+}
+
+/// The families of one name, over every kind that declares it (one descriptor, one help).
+#[derive(Clone, Debug)]
+pub struct FamilyGroup {
+    /// Name (without the unit suffix).
+    pub name: &'static str,
+    /// Help.
+    pub help: &'static str,
+    /// Unit.
+    pub unit: Option<Unit>,
+    /// The kinds that declare it, with the family's place in each.
+    pub members: Vec<(Kind, usize)>,
+}
+
+impl FamilyGroup {
+    /// The family's place in `kind`'s list, when `kind` declares it.
+    pub fn index_for(&self, kind: Kind) -> Option<usize> {
+        self.members.iter().find(|(k, _)| *k == kind).map(|(_, i)| *i)
+    }
+
+    /// Its full name, unit suffix included.
+    pub fn full_name(&self) -> String {
+        match self.unit {
+            Some(unit) => format!("{}_{}", self.name, unit.as_str()),
+            None => self.name.to_string(),
+        }
+    }
+}
+
+/// Every family published at `publish`, grouped by name, sorted by name.
+pub fn family_groups(publish: Publish) -> &'static [FamilyGroup] {
+    static METRICS: LazyLock<Vec<FamilyGroup>> = LazyLock::new(|| group(Publish::Metrics));
+    static PROBE: LazyLock<Vec<FamilyGroup>> = LazyLock::new(|| group(Publish::Probe));
+    match publish {
+        Publish::Metrics => &METRICS,
+        Publish::Probe => &PROBE,
+    }
+}
+
+fn group(publish: Publish) -> Vec<FamilyGroup> {
+    let mut groups: Vec<FamilyGroup> = Vec::new();
+    for info in Kind::ALL
+        .iter()
+        .flat_map(|k| k.families())
+        .filter(|f| f.publish == publish)
+    {
+        match groups.iter_mut().find(|g| g.name == info.name) {
+            Some(group) => group.members.push((info.kind, info.index)),
+            None => groups.push(FamilyGroup {
+                name: info.name,
+                help: info.help,
+                unit: info.unit,
+                members: vec![(info.kind, info.index)],
+            }),
+        }
+    }
+    groups.sort_by_key(FamilyGroup::full_name);
+    groups
+}
+
+/// Declares the probe kinds: the [`Kind`] names, the compiled [`Probe`], what a run observed
+/// ([`Observed`]) and what is carried ([`Carried`]), and the dispatch between them. One line
+/// per kind; the second list is registered in tests only.
+macro_rules! kinds {
+    ($($variant:ident => $ty:ty;)+ #[cfg(test)] $($test_variant:ident => $test_ty:ty;)*) => {
+        #[cfg(not(test))]
+        kinds!(@registry $($variant => $ty;)+);
+        #[cfg(test)]
+        kinds!(@registry $($variant => $ty;)+ $($test_variant => $test_ty;)*);
+    };
+    (@registry $($variant:ident => $ty:ty;)+) => {
         /// The kind of a probe, the `kind` label.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub enum Kind { $(
-            #[doc = concat!("`", $name, "`")]
+            #[doc = concat!("`", stringify!($variant), "`")]
             $variant,
         )+ }
 
         impl Kind {
+            /// Every kind.
+            pub const ALL: &'static [Kind] = &[$(Kind::$variant),+];
+
             /// Every kind's name, as written in `kind:`.
-            pub const NAMES: &'static [&'static str] = &[$($name),+];
+            pub const NAMES: &'static [&'static str] = &[$(<$ty as ProbeKind>::NAME),+];
 
             /// The label value.
             pub fn as_str(self) -> &'static str {
-                match self { $(Kind::$variant => $name,)+ }
+                match self { $(Kind::$variant => <$ty as ProbeKind>::NAME,)+ }
             }
 
-            /// The reasons a run of this kind can end with besides [`Reason::SCHEDULER`]; its
-            /// failure counters start at 0 for each, so `increase()` sees the first failure.
+            /// The reasons a run of this kind can end with besides [`Reason::SCHEDULER`].
             pub fn own_reasons(self) -> &'static [Reason] {
-                match self { $(Kind::$variant => $module::REASONS,)+ }
+                match self { $(Kind::$variant => <$ty as ProbeKind>::REASONS,)+ }
             }
 
             /// The kind named `name`.
             pub fn from_name(name: &str) -> Option<Kind> {
-                match name { $($name => Some(Kind::$variant),)+ _ => None }
+                Kind::ALL.iter().copied().find(|k| k.as_str() == name)
+            }
+
+            /// The families this kind declares.
+            pub fn families(self) -> Vec<FamilyInfo> {
+                fn infos<K: ProbeKind>(kind: Kind) -> Vec<FamilyInfo> {
+                    K::FAMILIES
+                        .iter()
+                        .enumerate()
+                        .map(|(index, f)| FamilyInfo {
+                            kind,
+                            index,
+                            name: f.name,
+                            help: f.help,
+                            unit: f.unit,
+                            publish: f.publish,
+                        })
+                        .collect()
+                }
+                match self { $(Kind::$variant => infos::<$ty>(self),)+ }
+            }
+
+            /// Nothing observed yet, for a probe of this kind.
+            pub fn observed(self) -> Observed {
+                match self { $(Kind::$variant => Observed::$variant(Default::default()),)+ }
+            }
+
+            /// Nothing carried yet, for a probe of this kind.
+            pub fn carried(self) -> Carried {
+                match self { $(Kind::$variant => Carried::$variant(Default::default()),)+ }
+            }
+
+            /// What the state file kept for a probe of this kind (`None`: unreadable, or
+            /// another kind's).
+            pub fn restore(self, saved: &serde_json::Value) -> Option<Carried> {
+                match self { $(Kind::$variant => serde_json::from_value(saved.clone()).ok().map(Carried::$variant),)+ }
             }
         }
 
         /// A probe ready to run: settings compiled at load, shared cheaply between runs.
         #[derive(Clone, Debug)]
         pub enum Probe { $(
-            #[doc = concat!("A `", $name, "` probe.")]
-            $variant(Arc<$module::Settings>),
+            #[doc = concat!("A `", stringify!($variant), "` probe.")]
+            $variant(Arc<$ty>),
+        )+ }
+
+        /// What one run observed, of its kind. (Not boxed: one lives per probe, rewritten in
+        /// place by every run.)
+        #[derive(Clone, Debug, PartialEq)]
+        #[allow(clippy::large_enum_variant)]
+        pub enum Observed { $(
+            #[doc = concat!("Of a `", stringify!($variant), "` probe.")]
+            $variant(<$ty as ProbeKind>::Obs),
+        )+ }
+
+        /// What is carried from run to run, of its kind.
+        #[derive(Clone, Debug, PartialEq)]
+        pub enum Carried { $(
+            #[doc = concat!("Of a `", stringify!($variant), "` probe.")]
+            $variant(<$ty as ProbeKind>::Kept),
         )+ }
 
         impl Probe {
@@ -354,17 +536,17 @@ macro_rules! probe_kinds {
                 match self { $(Probe::$variant(_) => Kind::$variant,)+ }
             }
 
-            /// One attempt against `target`; never sleeps, never panics on bad input. Its
-            /// detail is printable: what a target sent cannot reach a terminal or a log line
-            /// as escape sequences or line breaks.
-            pub async fn check(&self, target: &str, context: &CheckContext) -> Checked {
-                let mut checked = match self {
-                    $(Probe::$variant(settings) => $module::check(settings, target, context).await,)+
-                };
-                if let std::borrow::Cow::Owned(clean) = crate::printable::printable(&checked.detail) {
-                    checked.detail = clean;
+            /// Nothing observed yet, for this probe.
+            pub fn observed(&self) -> Observed {
+                match self { $(Probe::$variant(_) => Observed::$variant(Default::default()),)+ }
+            }
+
+            async fn dispatch(&self, target: &str, cx: &CheckContext, obs: &mut Observed) -> Verdict {
+                match (self, obs) {
+                    $((Probe::$variant(settings), Observed::$variant(obs)) => settings.check(target, cx, obs).await,)+
+                    #[allow(unreachable_patterns)]
+                    _ => Verdict::down(Reason::Internal, "observations of another kind"),
                 }
-                checked
             }
 
             /// Builds the probe of kind `kind` from the config value at `path` (without `kind`).
@@ -376,8 +558,8 @@ macro_rules! probe_kinds {
                 role: Role,
             ) -> Option<Built<Probe>> {
                 match kind { $(Kind::$variant => {
-                    let spec: $module::Spec = ctx.deserialize_struct(value, path)?;
-                    let built = $module::build(spec, ctx, path, role)?;
+                    let spec: <$ty as ProbeKind>::Spec = ctx.deserialize_struct(value, path)?;
+                    let built = <$ty as ProbeKind>::build(spec, ctx, path, role)?;
                     Some(Built {
                         settings: Probe::$variant(Arc::new(built.settings)),
                         target: built.target,
@@ -386,15 +568,84 @@ macro_rules! probe_kinds {
                 })+ }
             }
         }
+
+        impl Observed {
+            /// The kind it is of.
+            pub fn kind(&self) -> Kind {
+                match self { $(Observed::$variant(_) => Kind::$variant,)+ }
+            }
+
+            /// The attempt was dropped at its timeout.
+            pub fn interrupted(&mut self) {
+                match self { $(Observed::$variant(obs) => <$ty as ProbeKind>::interrupted(obs),)+ }
+            }
+
+            /// The observations of kind `K`, when they are of that kind.
+            pub fn of<K: ProbeKind>(&self) -> Option<&K::Obs> {
+                let any: &dyn std::any::Any = match self { $(Observed::$variant(obs) => obs,)+ };
+                any.downcast_ref::<K::Obs>()
+            }
+        }
+
+        impl Carried {
+            /// The kind it is of.
+            pub fn kind(&self) -> Kind {
+                match self { $(Carried::$variant(_) => Kind::$variant,)+ }
+            }
+
+            /// Carries what a finished run learnt (of the same kind; another kind's run is
+            /// ignored).
+            pub fn keep(&mut self, obs: &Observed) {
+                match (self, obs) {
+                    $((Carried::$variant(kept), Observed::$variant(obs)) => <$ty as ProbeKind>::keep(kept, obs),)+
+                    #[allow(unreachable_patterns)]
+                    _ => {}
+                }
+            }
+
+            /// As kept in the state file.
+            pub fn to_json(&self) -> serde_json::Value {
+                match self { $(Carried::$variant(kept) => serde_json::to_value(kept).unwrap_or_default(),)+ }
+            }
+
+            /// What was carried, of kind `K`.
+            pub fn of<K: ProbeKind>(&self) -> Option<&K::Kept> {
+                let any: &dyn std::any::Any = match self { $(Carried::$variant(kept) => kept,)+ };
+                any.downcast_ref::<K::Kept>()
+            }
+        }
+
+        /// Emits family `index` of `kind` for one probe: what it observed (`None`: no run
+        /// yet) and what it carries.
+        pub fn emit(kind: Kind, index: usize, observed: Option<&Observed>, carried: &Carried, out: &mut dyn Emit) {
+            match (kind, carried) {
+                $((Kind::$variant, Carried::$variant(kept)) => {
+                    let Some(family) = <$ty as ProbeKind>::FAMILIES.get(index) else { return };
+                    let fresh;
+                    let obs = match observed {
+                        Some(Observed::$variant(obs)) => obs,
+                        _ => {
+                            fresh = <<$ty as ProbeKind>::Obs>::default();
+                            &fresh
+                        }
+                    };
+                    (family.emit)(&Seen { obs, kept, ran: observed.is_some() }, out);
+                })+
+                #[allow(unreachable_patterns)]
+                _ => {}
+            }
+        }
     };
 }
 
-probe_kinds! {
-    Http => "http", http;
-    Tcp => "tcp", tcp;
-    Elasticsearch => "elasticsearch", elasticsearch;
-    Sql => "sql", sql;
-    Heartbeat => "heartbeat", heartbeat;
+kinds! {
+    Http => http::Http;
+    Tcp => tcp::Tcp;
+    Elasticsearch => elasticsearch::Elasticsearch;
+    Sql => sql::Sql;
+    Heartbeat => heartbeat::Heartbeat;
+    #[cfg(test)]
+    Echo => contract::Echo;
 }
 
 impl fmt::Display for Kind {
@@ -403,11 +654,38 @@ impl fmt::Display for Kind {
     }
 }
 
-/// What a probe definition is built for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    /// A self-scheduled probe under `probes:`: it names its own target.
-    Scheduled,
-    /// A `/probe` module under `modules:`: the target comes with each request.
-    Module,
+impl Observed {
+    /// An `http` probe's observations.
+    pub fn http(&self) -> Option<&http::Obs> {
+        self.of::<http::Http>()
+    }
+
+    /// A `tcp` probe's observations.
+    pub fn tcp(&self) -> Option<&tcp::Obs> {
+        self.of::<tcp::Tcp>()
+    }
+
+    /// A freshness kind's observations (elasticsearch, sql, heartbeat).
+    pub fn freshness(&self) -> Option<&freshness::Obs> {
+        match self {
+            Observed::Elasticsearch(obs) | Observed::Sql(obs) | Observed::Heartbeat(obs) => Some(obs),
+            _ => None,
+        }
+    }
+}
+
+impl Probe {
+    /// One attempt against `target`, writing what it learns into `obs` (which the caller may
+    /// keep when it drops the attempt at its timeout). Its detail is printable: what a target
+    /// sent cannot reach a terminal or a log line as escape sequences or line breaks.
+    pub async fn check(&self, target: &str, cx: &CheckContext, obs: &mut Observed) -> Verdict {
+        if obs.kind() != self.kind() {
+            *obs = self.observed();
+        }
+        let mut verdict = self.dispatch(target, cx, obs).await;
+        if let std::borrow::Cow::Owned(clean) = crate::printable::printable(&verdict.detail) {
+            verdict.detail = clean;
+        }
+        verdict
+    }
 }

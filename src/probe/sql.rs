@@ -15,11 +15,11 @@ use sqlx::{AssertSqlSafe, ConnectOptions, Executor, Row};
 use time::{Date, OffsetDateTime, PrimitiveDateTime};
 use tokio::sync::{Mutex, OwnedSemaphorePermit};
 
-use super::freshness::{self, Thresholds};
-use super::net::Sockets;
-use super::{Built, CheckContext, Checked, Failure, Observations, Reason, Role};
+use super::freshness::{self, Freshness, Thresholds};
+use super::{Built, CheckContext, Failure, Family, ProbeKind, Reason, Role, Verdict};
 use crate::secret::{Secret, SecretSource};
 use crate::spec::BuildContext;
+use crate::transport::connect::Sockets;
 
 /// Config of an `sql` probe.
 #[derive(Debug, Deserialize)]
@@ -60,7 +60,7 @@ enum Connection {
 
 /// An `sql` probe's compiled settings.
 #[derive(Debug)]
-pub struct Settings {
+pub struct Sql {
     driver: Driver,
     dsn: Secret,
     query: String,
@@ -86,19 +86,43 @@ fn driver_of(dsn: &str) -> Result<(Driver, String), String> {
     }
 }
 
-/// The reasons this kind ends with besides the scheduler's (a query to the database and the age of what it found).
-pub(crate) const REASONS: &[Reason] = &[
-    Reason::Connect,
-    Reason::Tls,
-    Reason::Protocol,
-    Reason::Auth,
-    Reason::Missing,
-    Reason::Query,
-    Reason::Empty,
-    Reason::Stale,
-];
+impl ProbeKind for Sql {
+    const NAME: &'static str = "sql";
+    /// A query to the database, and the age of what it found.
+    const REASONS: &'static [Reason] = &[
+        Reason::Connect,
+        Reason::Tls,
+        Reason::Protocol,
+        Reason::Auth,
+        Reason::Missing,
+        Reason::Query,
+        Reason::Empty,
+        Reason::Stale,
+    ];
+    const FAMILIES: &'static [Family<Self>] = &[Freshness::<Self>::NEWEST, Freshness::<Self>::NEWEST_READ];
 
-pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) -> Option<Built<Settings>> {
+    type Spec = Spec;
+    type Obs = freshness::Obs;
+    type Kept = freshness::Kept;
+
+    fn build(spec: Spec, cx: &mut BuildContext, path: &str, role: Role) -> Option<Built<Self>> {
+        build(spec, cx, path, role)
+    }
+
+    /// One attempt: run the query, read the timestamp, judge its age.
+    async fn check(&self, _target: &str, cx: &CheckContext, obs: &mut freshness::Obs) -> Verdict {
+        match newest(self, &cx.sockets).await {
+            Ok(newest) => freshness::assess(newest, &self.thresholds, SystemTime::now(), obs),
+            Err(f) => f.into(),
+        }
+    }
+
+    fn keep(kept: &mut freshness::Kept, obs: &freshness::Obs) {
+        freshness::keep(kept, obs);
+    }
+}
+
+fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) -> Option<Built<Sql>> {
     if role == Role::Module {
         ctx.error(path, "an sql probe cannot be a /probe module");
         return None;
@@ -154,7 +178,7 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) 
     let target = ctx.secret_names().redact_target(dsn.expose());
     let thresholds = thresholds?;
     Some(Built {
-        settings: Settings {
+        settings: Sql {
             driver,
             dsn,
             query: spec.query,
@@ -167,15 +191,7 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) 
     })
 }
 
-/// One attempt: run the query, read the timestamp, judge its age.
-pub async fn check(settings: &Settings, _target: &str, context: &CheckContext) -> Checked {
-    match newest(settings, &context.sockets).await {
-        Ok(newest) => freshness::assess(newest, &settings.thresholds, SystemTime::now(), Observations::default()),
-        Err(f) => Checked::down(f.reason, f.detail, Observations::default()),
-    }
-}
-
-async fn connect(settings: &Settings) -> Result<Connection, Failure> {
+async fn connect(settings: &Sql) -> Result<Connection, Failure> {
     let unparsable = |_| Failure::new(Reason::Query, "the connection string cannot be parsed");
     let timeout_ms = settings.statement_timeout.map(|d| d.as_millis().max(1));
     Ok(match settings.driver {
@@ -213,7 +229,7 @@ async fn connect(settings: &Settings) -> Result<Connection, Failure> {
     })
 }
 
-async fn newest(settings: &Settings, sockets: &Sockets) -> Result<Option<SystemTime>, Failure> {
+async fn newest(settings: &Sql, sockets: &Sockets) -> Result<Option<SystemTime>, Failure> {
     let mut slot = settings.connection.lock().await;
     let (mut conn, permit) = match slot.take() {
         Some(held) => held,

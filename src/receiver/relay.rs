@@ -13,12 +13,11 @@ use serde::Deserialize;
 use url::Url;
 
 use super::payload::{Payload, Status};
-use crate::probe::http::{Outgoing, Transport, fetch};
-use crate::probe::net::{IpProtocol, Sockets};
-use crate::probe::tls::{self, TlsSpec};
-use crate::probe::{Observations, Reason};
 use crate::secret::{Secret, SecretSource};
 use crate::spec::BuildContext;
+use crate::transport::connect::{IpProtocol, Sockets};
+use crate::transport::http::{BodyPolicy, Client, Decode, Exchange, Outgoing, USER_AGENT, fetch, parse_url};
+use crate::transport::tls::{self, TlsSpec};
 
 /// `receiver.whatsapp:` in the config.
 #[derive(Debug, Deserialize)]
@@ -121,8 +120,11 @@ pub struct Relay {
     sender: String,
     namespace: Option<String>,
     headers: Vec<(HeaderName, HeaderValue)>,
-    transport: Transport,
+    client: Client,
 }
+
+/// Provider answers are small; more is not read.
+const ANSWER_LIMIT: u64 = 1 << 20;
 
 pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str) -> Option<Relay> {
     let key = |k: &str| format!("{path}.{k}");
@@ -181,10 +183,10 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str) -> Option<Re
         Provider::CloudApi => format!("{}/{}/messages", base.trim_end_matches('/'), sender),
         Provider::Messagebird => format!("{}/send", base.trim_end_matches('/')),
     };
-    let url = match crate::probe::http::parse_http_url(&url, ctx.secret_names()) {
+    let url = match parse_url(&url, ctx.secret_names()) {
         Ok(u) => u,
         Err(e) => {
-            ctx.error(key("base_url"), e);
+            ctx.error(key("base_url"), e.detail);
             return None;
         }
     };
@@ -209,15 +211,16 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str) -> Option<Re
             (header::AUTHORIZATION, auth),
             (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
         ],
-        transport: Transport {
+        client: Client {
             tls,
+            verify: true,
             server_name: None,
             ip_protocol: IpProtocol::Ip4,
             ip_protocol_fallback: true,
-            body_size_limit: 1 << 20,
             follow_redirects: false,
             max_redirects: 0,
             secret_names: ctx.secret_names().clone(),
+            user_agent: HeaderValue::from_static(USER_AGENT),
         },
     })
 }
@@ -390,17 +393,27 @@ impl Relay {
                 method: Method::POST,
                 url: self.url.clone(),
                 headers: &self.headers,
+                userinfo: None,
                 body: body.clone(),
             };
-            let mut obs = Observations::default();
+            let mut exchange = Exchange::default();
+            let policy = BodyPolicy {
+                limit: Some(ANSWER_LIMIT),
+                keep: 0,
+                decode: Decode::AsDeclared,
+            };
             let sent = tokio::time::timeout(
                 Duration::from_secs(30),
-                fetch(&self.transport, outgoing, &mut obs, &Sockets::unlimited()),
+                fetch(&self.client, outgoing, policy, &Sockets::unlimited(), &mut exchange),
             )
             .await;
-            let (retryable, reason, wait) = match sent {
-                Ok(Ok(response)) if (200..300).contains(&response.status) => return Ok(()),
-                Ok(Ok(response)) => {
+            let answered = match &sent {
+                Ok(Ok(())) => exchange.head.as_ref(),
+                _ => None,
+            };
+            let (retryable, reason, wait) = match (sent, answered) {
+                (Ok(Ok(())), Some(response)) if (200..300).contains(&response.status) => return Ok(()),
+                (Ok(Ok(())), Some(response)) => {
                     let retry_after = response
                         .headers
                         .get(header::RETRY_AFTER)
@@ -414,9 +427,8 @@ impl Relay {
                         _ => (false, "client_error", None),
                     }
                 }
-                Ok(Err(f)) if f.reason == Reason::Timeout => (true, "timeout", None),
-                Ok(Err(_)) => (true, "connect", None),
-                Err(_) => (true, "timeout", None),
+                (Ok(_), _) => (true, "connect", None),
+                (Err(_), _) => (true, "timeout", None),
             };
             if !retryable || attempt >= self.retries {
                 tracing::warn!(

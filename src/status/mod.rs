@@ -477,7 +477,7 @@ mod tests {
                 "refused".into()
             },
             duration: Duration::from_millis(12),
-            observations: Default::default(),
+            observations: crate::probe::Kind::Tcp.observed(),
             at,
             retries: 0,
             pending: false,

@@ -1,160 +1,222 @@
-//! `/probe` answers in blackbox_exporter's own metric names, so its dashboards and rules work;
-//! vigil's extras carry the `vigil_` prefix.
+//! `/probe` answers as blackbox_exporter does, so its dashboards and rules work unchanged: the
+//! same series in the same cases (from what each kind declares for `/probe`), every one a gauge,
+//! families sorted by name and samples by their labels, numbers printed as Go prints them, in
+//! the Prometheus text format 0.0.4. vigil's extras carry the `vigil_` prefix.
 
 use std::fmt::Write;
 
-use crate::metrics::unix_seconds;
-use crate::probe::Level;
+use crate::probe::{self, Emit, Level, Publish};
 use crate::state::Outcome;
 
-fn gauge(out: &mut String, name: &str, help: &str, value: f64) {
-    let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n");
+/// One family's samples, labels sorted by name.
+struct Rendered {
+    name: String,
+    help: &'static str,
+    samples: Vec<(Vec<(String, String)>, f64)>,
 }
 
-/// The metrics of one `/probe` run, in Prometheus text format.
+/// Collects a kind's samples.
+#[derive(Default)]
+struct Collect(Vec<(Vec<(String, String)>, f64)>);
+
+impl Emit for Collect {
+    fn gauge(&mut self, labels: &[(&str, &str)], value: f64) {
+        let mut labels: Vec<(String, String)> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        labels.sort();
+        self.0.push((labels, value));
+    }
+}
+
+fn single(name: &str, help: &'static str, value: f64) -> Rendered {
+    Rendered {
+        name: name.to_string(),
+        help,
+        samples: vec![(Vec::new(), value)],
+    }
+}
+
+/// The metrics of one `/probe` run, in Prometheus text format 0.0.4.
 pub fn render(outcome: &Outcome) -> String {
-    let obs = &outcome.observations;
-    let mut out = String::with_capacity(2048);
-    let success = if outcome.level == Level::Down { 0.0 } else { 1.0 };
-    gauge(
-        &mut out,
-        "probe_success",
-        "Displays whether or not the probe was a success",
-        success,
-    );
-    gauge(
-        &mut out,
-        "probe_duration_seconds",
-        "Returns how long the probe took to complete in seconds",
-        outcome.duration.as_secs_f64(),
-    );
-    if let Some(phases) = obs.phases {
-        gauge(
-            &mut out,
-            "probe_dns_lookup_time_seconds",
-            "Returns the time taken for probe dns lookup in seconds",
-            phases.resolve.as_secs_f64(),
-        );
-        if obs.http_status.is_some() {
-            out.push_str("# HELP probe_http_duration_seconds Duration of http request by phase, summed over all redirects\n# TYPE probe_http_duration_seconds gauge\n");
-            for (phase, d) in phases.labelled() {
-                let _ = writeln!(
-                    out,
-                    "probe_http_duration_seconds{{phase=\"{phase}\"}} {}",
-                    d.as_secs_f64()
-                );
-            }
+    let mut families = vec![
+        single(
+            "probe_success",
+            "Displays whether or not the probe was a success",
+            f64::from(u8::from(outcome.level != Level::Down)),
+        ),
+        single(
+            "probe_duration_seconds",
+            "Returns how long the probe took to complete in seconds",
+            outcome.duration.as_secs_f64(),
+        ),
+        Rendered {
+            name: "vigil_probe_status".into(),
+            help: "1 for the level the probe ended in, 0 for the others",
+            samples: Level::ALL
+                .iter()
+                .map(|&level| {
+                    (
+                        vec![("status".to_string(), level.as_str().to_string())],
+                        f64::from(u8::from(level == outcome.level)),
+                    )
+                })
+                .collect(),
+        },
+        single(
+            "vigil_probe_retries",
+            "Extra attempts made after a DOWN attempt",
+            f64::from(outcome.retries),
+        ),
+    ];
+    if let Some(reason) = outcome.reason {
+        families.push(Rendered {
+            name: "vigil_probe_failure_reason".into(),
+            help: "Why the probe did not end UP",
+            samples: vec![(vec![("reason".to_string(), reason.as_str().to_string())], 1.0)],
+        });
+    }
+    let kind = outcome.observations.kind();
+    let carried = kind.carried();
+    for group in probe::family_groups(Publish::Probe) {
+        let Some(index) = group.index_for(kind) else {
+            continue;
+        };
+        let mut samples = Collect::default();
+        probe::emit(kind, index, Some(&outcome.observations), &carried, &mut samples);
+        if !samples.0.is_empty() {
+            families.push(Rendered {
+                name: group.full_name(),
+                help: group.help,
+                samples: samples.0,
+            });
         }
     }
-    if let Some(code) = obs.http_status {
-        gauge(
-            &mut out,
-            "probe_http_status_code",
-            "Response HTTP status code",
-            f64::from(code),
-        );
-    }
-    if let Some(length) = obs.http_content_length {
-        gauge(
-            &mut out,
-            "probe_http_content_length",
-            "Length of http content response",
-            length as f64,
-        );
-    }
-    if let Some(redirects) = obs.http_redirects {
-        gauge(
-            &mut out,
-            "probe_http_redirects",
-            "The number of redirects",
-            f64::from(redirects),
-        );
-    }
-    if let Some(version) = obs.http_version {
-        gauge(
-            &mut out,
-            "probe_http_version",
-            "Returns the version of HTTP of the probe response",
-            version,
-        );
-    }
-    if let Some(tls) = obs.tls {
-        let name = if obs.http_status.is_some() {
-            "probe_http_ssl"
-        } else {
-            "probe_tls"
-        };
-        gauge(
-            &mut out,
-            name,
-            "Indicates if SSL was used for the final connection",
-            if tls { 1.0 } else { 0.0 },
-        );
-    }
-    if let Some(protocol) = obs.ip_protocol {
-        gauge(
-            &mut out,
-            "probe_ip_protocol",
-            "Specifies whether probe ip protocol is IP4 or IP6",
-            f64::from(protocol),
-        );
-    }
-    if let Some(expiry) = obs.tls_cert_expiry {
-        gauge(
-            &mut out,
-            "probe_ssl_earliest_cert_expiry",
-            "Returns earliest SSL cert expiry in unixtime",
-            unix_seconds(expiry),
-        );
-    }
-    let failed_regex = matches!(
-        outcome.reason,
-        Some(crate::probe::Reason::Body | crate::probe::Reason::Header)
-    );
-    if obs.http_status.is_some() {
-        gauge(
-            &mut out,
-            "probe_failed_due_to_regex",
-            "Indicates if probe failed due to regex",
-            if failed_regex { 1.0 } else { 0.0 },
-        );
-    }
-    out.push_str("# HELP vigil_probe_status 1 for the level the probe ended in, 0 for the others\n# TYPE vigil_probe_status gauge\n");
-    for level in Level::ALL {
-        let _ = writeln!(
+    families.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut out = String::with_capacity(4096);
+    for family in &mut families {
+        family
+            .samples
+            .sort_by(|(a, _), (b, _)| a.iter().map(|(_, v)| v).cmp(b.iter().map(|(_, v)| v)));
+        let _ = write!(
             out,
-            "vigil_probe_status{{status=\"{}\"}} {}",
-            level.as_str(),
-            u8::from(level == outcome.level)
+            "# HELP {} {}\n# TYPE {} gauge\n",
+            family.name,
+            escape_help(family.help),
+            family.name
         );
+        for (labels, value) in &family.samples {
+            out.push_str(&family.name);
+            if !labels.is_empty() {
+                out.push('{');
+                for (i, (name, value)) in labels.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    let _ = write!(out, "{name}=\"{}\"", escape_label(value));
+                }
+                out.push('}');
+            }
+            out.push(' ');
+            out.push_str(&go_float(*value));
+            out.push('\n');
+        }
     }
-    if let Some(reason) = outcome.reason {
-        out.push_str(
-            "# HELP vigil_probe_failure_reason Why the probe did not end UP\n# TYPE vigil_probe_failure_reason gauge\n",
-        );
-        let _ = writeln!(out, "vigil_probe_failure_reason{{reason=\"{}\"}} 1", reason.as_str());
-    }
-    gauge(
-        &mut out,
-        "vigil_probe_retries",
-        "Extra attempts made after a DOWN attempt",
-        f64::from(outcome.retries),
-    );
     out
 }
 
-/// `/probe?debug=true`: what happened, then the metrics.
-pub fn debug(module: &str, target: &str, outcome: &Outcome, metrics: &str) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "Module: {module}\nTarget: {target}\nLevel: {}", outcome.level);
-    if let Some(reason) = outcome.reason {
-        let _ = writeln!(out, "Reason: {reason}\nDetail: {}", outcome.detail);
+fn escape_help(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+fn escape_label(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// `v` as Go's `strconv.FormatFloat(v, 'g', -1, 64)` prints it: the shortest digits that read
+/// back the same, in exponent form when the exponent is below -4 or at least 6
+/// (`1.048576e+06`, `65250`, `1.2609e-05`).
+pub fn go_float(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".into();
     }
+    if v.is_infinite() {
+        return if v > 0.0 { "+Inf".into() } else { "-Inf".into() };
+    }
+    if v == 0.0 {
+        return if v.is_sign_negative() { "-0".into() } else { "0".into() };
+    }
+    // Rust prints the shortest round-trip digits too: `1.048576e6`, `-6.21355968e10`.
+    let scientific = format!("{v:e}");
+    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
+    let exponent: i32 = exponent.parse().unwrap_or(0);
+    let (sign, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => ("-", m),
+        None => ("", mantissa),
+    };
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    if !(-4..6).contains(&exponent) {
+        let (first, rest) = digits.split_at(1);
+        let dot = if rest.is_empty() { "" } else { "." };
+        let esign = if exponent < 0 { '-' } else { '+' };
+        return format!("{sign}{first}{dot}{rest}e{esign}{:02}", exponent.abs());
+    }
+    let point = exponent + 1;
+    let text = if point <= 0 {
+        format!("0.{}{digits}", "0".repeat(point.unsigned_abs() as usize))
+    } else if point as usize >= digits.len() {
+        format!("{digits}{}", "0".repeat(point as usize - digits.len()))
+    } else {
+        let (whole, fraction) = digits.split_at(point as usize);
+        format!("{whole}.{fraction}")
+    };
+    format!("{sign}{text}")
+}
+
+/// `/probe?debug=true`: blackbox_exporter's three sections (what happened, the metrics, the
+/// module), so what people grep for is there.
+pub fn debug(module: &str, target: &str, outcome: &Outcome, metrics: &str, module_text: &str) -> String {
+    let mut out = String::from("Logs for the probe:\n");
+    let _ = write!(out, "module={module} target={target} level={}", outcome.level);
+    if let Some(reason) = outcome.reason {
+        let _ = write!(out, " reason={reason} detail={:?}", outcome.detail);
+    }
+    out.push('\n');
     let _ = writeln!(
         out,
-        "Duration: {:.6}s\nRetries: {}\n\nMetrics that would have been returned:\n{metrics}",
+        "duration_seconds={:.6} retries={}",
         outcome.duration.as_secs_f64(),
         outcome.retries
     );
+    let _ = write!(
+        out,
+        "\n\n\nMetrics that would have been returned:\n{metrics}\n\n\nModule configuration:\n{module_text}"
+    );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::go_float;
+
+    #[test]
+    fn numbers_as_go_prints_them() {
+        for (v, text) in [
+            (200.0, "200"),
+            (65250.0, "65250"),
+            (1_048_576.0, "1.048576e+06"),
+            (67_108_864.0, "6.7108864e+07"),
+            (3_668_918_509.0, "3.668918509e+09"),
+            (1.2609e-05, "1.2609e-05"),
+            (0.001_610_966_000_000_000_1, "0.0016109660000000001"),
+            (-62_135_596_800.0, "-6.21355968e+10"),
+            (1.1, "1.1"),
+            (2.0, "2"),
+            (0.0, "0"),
+            (-1.0, "-1"),
+            (100_000.0, "100000"),
+            (0.0001, "0.0001"),
+            (1.44541248e9, "1.44541248e+09"),
+        ] {
+            assert_eq!(go_float(v), text, "{v}");
+        }
+    }
 }

@@ -2,13 +2,14 @@
 //! page with its API (`/`, `/api/v1/...`, `/badge/...`).
 
 pub mod badge;
-mod blackbox;
+pub mod blackbox;
 mod connections;
 pub mod listener;
 mod page;
 pub mod runbook;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Query, State};
@@ -123,37 +124,66 @@ struct ProbeQuery {
 }
 
 async fn probe_handler(State(app): State<Arc<View>>, Query(query): Query<ProbeQuery>, headers: HeaderMap) -> Response {
+    // In blackbox_exporter's order: the module, the scrape's timeout, the target.
+    let module_name = query
+        .module
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| "http_2xx".to_string());
+    let config = app.config();
+    let Some(module) = config.modules.get(&module_name) else {
+        let shown = crate::printable::printable(&module_name).into_owned();
+        return (StatusCode::BAD_REQUEST, format!("Unknown module {shown:?}\n")).into_response();
+    };
+    let scrape = match headers.get("x-prometheus-scrape-timeout-seconds") {
+        None => 0.0,
+        Some(value) => match value.to_str().ok().and_then(|v| v.trim().parse::<f64>().ok()) {
+            Some(seconds) if seconds.is_finite() => seconds,
+            _ => {
+                let shown = crate::printable::printable(&String::from_utf8_lossy(value.as_bytes())).into_owned();
+                return (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("Failed to parse timeout from Prometheus header: {shown:?} is not a number\n"),
+                )
+                    .into_response();
+            }
+        },
+    };
     let Some(target) = query.target.filter(|t| !t.is_empty()) else {
         return (StatusCode::BAD_REQUEST, "Target parameter is missing\n").into_response();
     };
-    let module_name = query.module.unwrap_or_else(|| "http_2xx".to_string());
-    let config = app.config();
-    let Some(module) = config.modules.get(&module_name) else {
-        return (StatusCode::BAD_REQUEST, format!("Unknown module {module_name:?}\n")).into_response();
-    };
     let mut timing = module.timing;
-    // Like blackbox_exporter: finish before Prometheus gives up on the scrape.
-    if let Some(scrape) = headers
-        .get("x-prometheus-scrape-timeout-seconds")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s > 0.0)
-    {
-        let budget = std::time::Duration::from_secs_f64((scrape - 0.5).max(0.1));
-        timing.timeout = timing.timeout.min(budget);
-    }
+    timing.timeout = probe_timeout(module.timeout, scrape, app.timeout_offset);
     let outcome = crate::scheduler::execute(&module.probe, &target, &timing, None, &app.context).await;
     let body = blackbox::render(&outcome);
     if query.debug {
+        let described = format!(
+            "kind: {}\ntimeout: {}\n",
+            module.probe.kind(),
+            humantime::format_duration(timing.timeout)
+        );
         let debug = blackbox::debug(
             &module_name,
             &config.secret_names.redact_target(&target),
             &outcome,
             &body,
+            &described,
         );
         return ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], debug).into_response();
     }
     ([(header::CONTENT_TYPE, metrics::PROMETHEUS_TEXT)], body).into_response()
+}
+
+/// The timeout of a `/probe` run, as blackbox_exporter has it: the scrape's timeout (120 s
+/// when Prometheus sends none) less `offset`, or the module's own when that is shorter (or when
+/// the scrape's is shorter than the offset).
+fn probe_timeout(module: Option<Duration>, scrape_seconds: f64, offset: Duration) -> Duration {
+    let scrape = if scrape_seconds == 0.0 { 120.0 } else { scrape_seconds };
+    let max = scrape - offset.as_secs_f64();
+    match module {
+        Some(own) if own.as_secs_f64() < max || max < 0.0 => own,
+        None if max < 0.0 => Duration::ZERO,
+        _ => Duration::try_from_secs_f64(max).unwrap_or(Duration::ZERO),
+    }
 }
 
 /// Body of a heartbeat push (optional): `{"status": "ok" | "fail", "message": "..."}`.
@@ -243,5 +273,30 @@ async fn reload_handler(State(app): State<Arc<Control>>) -> Response {
             (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response()
         }
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "reload failed\n").into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_timeouts_are_blackbox_exporters() {
+        let offset = Duration::from_millis(500);
+        let five = Some(Duration::from_secs(5));
+        let secs = |s: f64| Duration::from_secs_f64(s);
+        for (module, header, expected) in [
+            (five, 0.0, secs(5.0)),
+            (five, 2.0, secs(1.5)),
+            (five, 3.0, secs(2.5)),
+            (five, 10.0, secs(5.0)),
+            (five, 0.3, secs(5.0)),
+            (None, 0.0, secs(119.5)),
+            (None, 2.0, secs(1.5)),
+            (None, 10.0, secs(9.5)),
+            (None, 0.3, Duration::ZERO),
+        ] {
+            assert_eq!(probe_timeout(module, header, offset), expected, "{module:?} {header}");
+        }
     }
 }

@@ -120,7 +120,11 @@ async fn redirects_never_carry_credentials_to_another_origin() {
     // which redirects to a relative /nowhere on the same origin; the recorder there is `first`).
     first.clear();
     let outcome = common::run(&config, "same-origin").await;
-    assert_eq!(outcome.observations.http_redirects, Some(2), "{outcome:?}");
+    assert_eq!(
+        outcome.observations.http().map(|h| h.exchange.redirects),
+        Some(2),
+        "{outcome:?}"
+    );
     let requests = first.0.lock().unwrap().clone();
     assert!(requests.len() >= 2, "{requests:?}");
     for headers in &requests {

@@ -1,5 +1,6 @@
-//! Name resolution and TCP connect with an IP-version preference, shared by every network kind,
-//! within the probes' share of the process' descriptors ([`Sockets`]).
+//! Name resolution and TCP connect with an IP-version preference and fallback, within the
+//! probes' share of the process' descriptors ([`Sockets`]). What a connect learnt (how long
+//! the lookup took, which address was chosen) is returned whether it succeeds or not.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -13,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{Failure, Reason};
+use super::{ErrorKind, TransportError};
 
 /// The probes' descriptor budget: at most this many sockets (and database connections) open at
 /// once; a probe past it waits for one within its timeout. Cheap to clone; shared by every probe
@@ -96,38 +97,46 @@ pub enum IpProtocol {
     Ip6,
 }
 
-/// An open connection and what it took to get it.
-#[derive(Debug)]
-pub struct Connected {
-    /// The stream.
-    pub stream: Socket,
-    /// The address connected to.
-    pub addr: SocketAddr,
-    /// Time spent resolving the name.
+/// What a connect learnt, whether it succeeded or not.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Dialled {
+    /// Time spent resolving the name (also when that failed).
     pub resolve: Duration,
     /// Time spent connecting (all addresses tried).
     pub connect: Duration,
+    /// The address chosen (the one connected to, or the last one tried); `None` when the name
+    /// did not resolve to an address of an allowed version.
+    pub addr: Option<SocketAddr>,
 }
 
 /// Resolves `host` and connects to `port`, preferred IP version first; with `fallback` the other
 /// version's addresses are tried too (after the preferred ones), otherwise only the preferred.
 /// The socket takes its place in `sockets` first (waiting for one when the budget is spent).
+/// `dialled` says what happened either way.
 pub async fn connect(
     host: &str,
     port: u16,
     prefer: IpProtocol,
     fallback: bool,
     sockets: &Sockets,
-) -> Result<Connected, Failure> {
+    dialled: &mut Dialled,
+) -> Result<Socket, TransportError> {
     let permit = sockets.acquire().await;
     let started = Instant::now();
     let literal = host.trim_start_matches('[').trim_end_matches(']');
-    let mut addrs: Vec<SocketAddr> = match literal.parse::<IpAddr>() {
-        Ok(ip) => vec![SocketAddr::new(ip, port)],
+    let looked_up = match literal.parse::<IpAddr>() {
+        Ok(ip) => Ok(vec![SocketAddr::new(ip, port)]),
         Err(_) => tokio::net::lookup_host((host, port))
             .await
-            .map_err(|e| Failure::new(Reason::Dns, format!("cannot resolve {host}: {e}")))?
-            .collect(),
+            .map(|found| found.collect::<Vec<_>>())
+            .map_err(|e| TransportError::new(ErrorKind::Dns, format!("cannot resolve {host}: {e}"))),
+    };
+    let mut addrs = match looked_up {
+        Ok(addrs) => addrs,
+        Err(e) => {
+            dialled.resolve = started.elapsed();
+            return Err(e);
+        }
     };
     let preferred = |a: &SocketAddr| match prefer {
         IpProtocol::Ip4 => a.is_ipv4(),
@@ -140,33 +149,50 @@ pub async fn connect(
         addrs.retain(preferred);
     }
     let resolve = started.elapsed();
+    dialled.resolve = resolve;
     if addrs.is_empty() {
         let family = match prefer {
             IpProtocol::Ip4 => "IPv4",
             IpProtocol::Ip6 => "IPv6",
         };
-        return Err(Failure::new(Reason::Dns, format!("{host} has no {family} address")));
+        return Err(TransportError::new(
+            ErrorKind::Dns,
+            format!("{host} has no {family} address"),
+        ));
     }
     let mut last_error = None;
     for addr in addrs {
+        dialled.addr = Some(addr);
         match TcpStream::connect(addr).await {
             Ok(stream) => {
                 // Requests are written whole; no need to wait for more.
                 let _ = stream.set_nodelay(true);
-                return Ok(Connected {
-                    stream: Socket {
-                        stream,
-                        _permit: permit,
-                    },
-                    addr,
-                    resolve,
-                    connect: started.elapsed() - resolve,
+                dialled.connect = started.elapsed() - resolve;
+                return Ok(Socket {
+                    stream,
+                    _permit: permit,
                 });
             }
             Err(e) => last_error = Some(format!("connect to {addr}: {e}")),
         }
     }
-    Err(Failure::new(Reason::Connect, last_error.unwrap_or_default()))
+    dialled.connect = started.elapsed() - resolve;
+    Err(TransportError::new(ErrorKind::Connect, last_error.unwrap_or_default()))
+}
+
+/// blackbox_exporter's `probe_ip_addr_hash`: FNV-1a (32 bit) over the address' bytes, 4 for an
+/// IPv4 (or IPv4-mapped IPv6) address, 16 otherwise.
+pub fn ip_hash(ip: IpAddr) -> u32 {
+    let bytes: Vec<u8> = match ip {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.octets().to_vec(),
+            None => v6.octets().to_vec(),
+        },
+    };
+    bytes
+        .iter()
+        .fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(*b)).wrapping_mul(0x0100_0193))
 }
 
 #[cfg(test)]
@@ -179,14 +205,24 @@ mod tests {
         let port = listener.local_addr().expect("addr").port();
         drop(listener);
         let sockets = Sockets::unlimited();
-        let err = connect("127.0.0.1", port, IpProtocol::Ip4, true, &sockets)
+        let mut dialled = Dialled::default();
+        let err = connect("127.0.0.1", port, IpProtocol::Ip4, true, &sockets, &mut dialled)
             .await
             .expect_err("refused");
-        assert_eq!(err.reason, Reason::Connect);
-        let err = connect("127.0.0.1", port, IpProtocol::Ip6, false, &sockets)
+        assert_eq!(err.kind, ErrorKind::Connect);
+        assert_eq!(dialled.addr, Some(SocketAddr::from(([127, 0, 0, 1], port))));
+        let mut dialled = Dialled::default();
+        let err = connect("127.0.0.1", port, IpProtocol::Ip6, false, &sockets, &mut dialled)
             .await
             .expect_err("no v6");
-        assert_eq!(err.reason, Reason::Dns);
+        assert_eq!((err.kind, dialled.addr), (ErrorKind::Dns, None));
+    }
+
+    #[test]
+    fn ip_hash_is_blackbox_exporters() {
+        assert_eq!(ip_hash("127.0.0.1".parse().expect("ip")), 3_668_918_509);
+        assert_eq!(ip_hash("::1".parse().expect("ip")), 1_751_717_746);
+        assert_eq!(ip_hash("::ffff:127.0.0.1".parse().expect("ip")), 3_668_918_509);
     }
 
     #[tokio::test]
@@ -194,21 +230,44 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let sockets = Sockets::limited(2);
-        let a = connect("127.0.0.1", port, IpProtocol::Ip4, true, &sockets)
-            .await
-            .expect("a");
-        let _b = connect("127.0.0.1", port, IpProtocol::Ip4, true, &sockets)
-            .await
-            .expect("b");
+        let a = connect(
+            "127.0.0.1",
+            port,
+            IpProtocol::Ip4,
+            true,
+            &sockets,
+            &mut Dialled::default(),
+        )
+        .await
+        .expect("a");
+        let _b = connect(
+            "127.0.0.1",
+            port,
+            IpProtocol::Ip4,
+            true,
+            &sockets,
+            &mut Dialled::default(),
+        )
+        .await
+        .expect("b");
         assert_eq!(sockets.available(), Some(0));
+        let mut dialled = Dialled::default();
         let third = tokio::time::timeout(
             Duration::from_millis(100),
-            connect("127.0.0.1", port, IpProtocol::Ip4, true, &sockets),
+            connect("127.0.0.1", port, IpProtocol::Ip4, true, &sockets, &mut dialled),
         );
         assert!(third.await.is_err(), "a third socket waits");
         drop(a);
         assert_eq!(sockets.available(), Some(1));
-        let refused = connect("127.0.0.1", 1, IpProtocol::Ip4, false, &sockets).await;
+        let refused = connect(
+            "127.0.0.1",
+            1,
+            IpProtocol::Ip4,
+            false,
+            &sockets,
+            &mut Dialled::default(),
+        )
+        .await;
         assert!(refused.is_err());
         assert_eq!(sockets.available(), Some(1), "a failed connect gives its place back");
     }

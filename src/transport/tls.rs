@@ -1,5 +1,6 @@
 //! TLS client settings built at load (roots, client certificate, verification) and the
-//! handshake with its certificate-expiry reading, shared by the HTTP and TCP kinds.
+//! handshake, with what it showed of the server's certificates (expiry, the leaf's names and
+//! fingerprint, the protocol version), whether it succeeded or not.
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -15,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use super::{Failure, Reason};
+use super::{ErrorKind, TransportError};
 use crate::spec::BuildContext;
 
 /// TLS settings of a probe (`tls_config:`).
@@ -32,6 +33,10 @@ pub struct TlsSpec {
     pub key_file: Option<PathBuf>,
     /// Name to verify and send as SNI instead of the target's host.
     pub server_name: Option<String>,
+    /// The oldest TLS version accepted (`TLS12`, the default, or `TLS13`).
+    pub min_version: Option<TlsVersion>,
+    /// The newest TLS version offered (`TLS12` or `TLS13`, the default).
+    pub max_version: Option<TlsVersion>,
 }
 
 impl Default for TlsSpec {
@@ -42,8 +47,21 @@ impl Default for TlsSpec {
             cert_file: None,
             key_file: None,
             server_name: None,
+            min_version: None,
+            max_version: None,
         }
     }
+}
+
+/// A TLS version, as blackbox_exporter's `tls_config` names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+pub enum TlsVersion {
+    /// TLS 1.2.
+    #[serde(rename = "TLS12")]
+    Tls12,
+    /// TLS 1.3.
+    #[serde(rename = "TLS13")]
+    Tls13,
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -72,7 +90,23 @@ fn system_roots() -> Arc<RootCertStore> {
 
 /// Builds the client config for `spec` (found at `path`); errors are recorded in `ctx`.
 pub fn client_config(spec: &TlsSpec, alpn: &[&[u8]], ctx: &mut BuildContext, path: &str) -> Option<Arc<ClientConfig>> {
-    let builder = match ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions() {
+    let (min, max) = (
+        spec.min_version.unwrap_or(TlsVersion::Tls12),
+        spec.max_version.unwrap_or(TlsVersion::Tls13),
+    );
+    if min > max {
+        ctx.error(format!("{path}.max_version"), "max_version is below min_version");
+        return None;
+    }
+    let versions: Vec<&'static rustls::SupportedProtocolVersion> = [
+        (TlsVersion::Tls12, &rustls::version::TLS12),
+        (TlsVersion::Tls13, &rustls::version::TLS13),
+    ]
+    .into_iter()
+    .filter(|(v, _)| (min..=max).contains(v))
+    .map(|(_, p)| p)
+    .collect();
+    let builder = match ClientConfig::builder_with_provider(provider()).with_protocol_versions(&versions) {
         Ok(b) => b,
         Err(e) => {
             ctx.error(path, format!("TLS setup failed: {e}"));
@@ -158,39 +192,68 @@ pub fn client_config(spec: &TlsSpec, alpn: &[&[u8]], ctx: &mut BuildContext, pat
     Some(Arc::new(config))
 }
 
-/// A finished handshake.
-#[derive(Debug)]
-pub struct Handshake<S> {
-    /// The encrypted stream.
-    pub stream: TlsStream<S>,
+/// What a handshake showed of the server.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TlsSeen {
+    /// The protocol version agreed (`TLS 1.2`, `TLS 1.3`), once the handshake finished.
+    pub version: Option<&'static str>,
     /// Earliest `notAfter` among the certificates the server presented.
     pub earliest_expiry: Option<SystemTime>,
+    /// Earliest `notAfter` of the chain that was verified (`None`: not verified, as with
+    /// `verify: false`).
+    pub verified_chain_expiry: Option<SystemTime>,
+    /// The leaf certificate.
+    pub leaf: Option<Leaf>,
+    /// The `notAfter` of an expired certificate that made the handshake fail, so the expiry
+    /// stays known (and an expiry alert stays firing) while handshakes fail.
+    pub refused_expiry: Option<SystemTime>,
 }
 
-/// Runs the TLS handshake over `stream`, naming the server `server_name`. When it fails because
-/// the certificate has expired, `failed_expiry` gets its `notAfter`, so the expiry stays known
-/// (and an expiry alert stays firing) while handshakes fail.
+/// What identifies the server's certificate (blackbox's `probe_ssl_last_chain_info`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Leaf {
+    /// SHA-256 of its DER, lower-case hex.
+    pub fingerprint_sha256: String,
+    /// Its subject, as Go prints a `pkix.Name` (`CN=host,O=Org,C=DE`).
+    pub subject: String,
+    /// Its issuer, the same way.
+    pub issuer: String,
+    /// Its DNS names, comma-separated.
+    pub dns_names: String,
+}
+
+/// Runs the TLS handshake over `stream`, naming the server `server_name`; `verified` says
+/// whether `config` verifies the chain. `seen` gets what the handshake showed, also when it
+/// fails.
 pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     config: &Arc<ClientConfig>,
     server_name: &str,
+    verified: bool,
     stream: S,
-    failed_expiry: &mut Option<SystemTime>,
-) -> Result<Handshake<S>, Failure> {
+    seen: &mut TlsSeen,
+) -> Result<TlsStream<S>, TransportError> {
     let name = server_name.trim_start_matches('[').trim_end_matches(']');
     let name = ServerName::try_from(name.to_string())
-        .map_err(|e| Failure::new(Reason::Tls, format!("invalid TLS server name {server_name}: {e}")))?;
+        .map_err(|e| TransportError::new(ErrorKind::Tls, format!("invalid TLS server name {server_name}: {e}")))?;
     let stream = match TlsConnector::from(config.clone()).connect(name, stream).await {
         Ok(stream) => stream,
         Err(e) => {
-            *failed_expiry = expired_not_after(&e);
-            return Err(Failure::new(Reason::Tls, format!("TLS handshake: {e}")));
+            seen.refused_expiry = expired_not_after(&e);
+            return Err(TransportError::new(ErrorKind::Tls, format!("TLS handshake: {e}")));
         }
     };
-    let earliest_expiry = stream.get_ref().1.peer_certificates().and_then(earliest_not_after);
-    Ok(Handshake {
-        stream,
-        earliest_expiry,
-    })
+    let connection = stream.get_ref().1;
+    seen.version = connection.protocol_version().map(|v| match v {
+        rustls::ProtocolVersion::TLSv1_2 => "TLS 1.2",
+        rustls::ProtocolVersion::TLSv1_3 => "TLS 1.3",
+        _ => "unknown",
+    });
+    if let Some(chain) = connection.peer_certificates() {
+        seen.earliest_expiry = earliest_not_after(chain);
+        seen.verified_chain_expiry = if verified { seen.earliest_expiry } else { None };
+        seen.leaf = chain.first().and_then(|der| leaf(der));
+    }
+    Ok(stream)
 }
 
 /// The `notAfter` of an expired certificate that made a handshake fail.
@@ -211,13 +274,100 @@ pub fn earliest_not_after(chain: &[CertificateDer<'_>]) -> Option<SystemTime> {
         .filter_map(|der| x509_parser::parse_x509_certificate(der).ok())
         .map(|(_, cert)| cert.validity().not_after.timestamp())
         .min()
-        .map(|secs| {
-            if secs >= 0 {
-                SystemTime::UNIX_EPOCH + Duration::from_secs(secs.unsigned_abs())
-            } else {
-                SystemTime::UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
-            }
+        .map(from_unix)
+}
+
+fn from_unix(secs: i64) -> SystemTime {
+    if secs >= 0 {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs.unsigned_abs())
+    } else {
+        SystemTime::UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
+    }
+}
+
+fn leaf(der: &CertificateDer<'_>) -> Option<Leaf> {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, der.as_ref());
+    let fingerprint_sha256 = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let dns_names = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    GeneralName::DNSName(name) => Some(*name),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+                .join(",")
         })
+        .unwrap_or_default();
+    Some(Leaf {
+        fingerprint_sha256,
+        subject: go_name(cert.subject()),
+        issuer: go_name(cert.issuer()),
+        dns_names,
+    })
+}
+
+/// A distinguished name as Go's `pkix.Name.String()` prints it: the attributes it knows in its
+/// own order, reversed (`CN=...,O=...,C=...`), the others after them as dotted OIDs.
+fn go_name(name: &x509_parser::x509::X509Name<'_>) -> String {
+    // The order Go's `ToRDNSequence` builds: C, ST, L, STREET, POSTALCODE, O, OU, CN, SERIALNUMBER.
+    const KNOWN: [(&str, &str); 9] = [
+        ("2.5.4.6", "C"),
+        ("2.5.4.8", "ST"),
+        ("2.5.4.7", "L"),
+        ("2.5.4.9", "STREET"),
+        ("2.5.4.17", "POSTALCODE"),
+        ("2.5.4.10", "O"),
+        ("2.5.4.11", "OU"),
+        ("2.5.4.3", "CN"),
+        ("2.5.4.5", "SERIALNUMBER"),
+    ];
+    let attributes: Vec<(String, String)> = name
+        .iter_attributes()
+        .map(|a| (a.attr_type().to_id_string(), a.as_str().unwrap_or_default().to_string()))
+        .collect();
+    // Go puts attributes it does not know first in the sequence, in reverse, so last in print.
+    let mut rdns: Vec<String> = Vec::new();
+    for (oid, value) in &attributes {
+        if !KNOWN.iter().any(|(k, _)| k == oid) {
+            rdns.insert(0, format!("{oid}={}", escape_rdn(value)));
+        }
+    }
+    for (oid, short) in KNOWN {
+        let values: Vec<String> = attributes
+            .iter()
+            .filter(|(o, _)| o == oid)
+            .map(|(_, v)| format!("{short}={}", escape_rdn(v)))
+            .collect();
+        if !values.is_empty() {
+            rdns.push(values.join("+"));
+        }
+    }
+    rdns.reverse();
+    rdns.join(",")
+}
+
+/// An attribute value escaped as RFC 2253 (Go's `AttributeTypeAndValue` printing).
+fn escape_rdn(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let last = value.chars().count().saturating_sub(1);
+    for (i, c) in value.chars().enumerate() {
+        let escape = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
+            || (i == 0 && (c == ' ' || c == '#'))
+            || (i == last && c == ' ');
+        if escape {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// `verify: false`: any certificate is accepted, but handshake signatures are still checked.
