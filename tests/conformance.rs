@@ -44,20 +44,43 @@ use targets::Targets;
 struct Deliberate {
     /// The corpus case it shows in.
     case: &'static str,
-    /// The series it concerns (a metric name, `# HELP name`, `# TYPE name`), or an aspect the
-    /// test checks by itself (`debug=true output`, `HTTP status`).
-    what: &'static str,
+    /// The series it concerns (metric names, `# HELP name`, `# TYPE name`), or an aspect the
+    /// test checks by itself (`debug=true output`, `HTTP status`); every one must differ.
+    what: &'static [&'static str],
     reason: &'static str,
 }
 
-const DELIBERATE: &[Deliberate] = &[Deliberate {
-    case: "http_userinfo",
-    what: "debug=true output",
-    reason: "blackbox writes the target, password included, into every log line of its debug \
-             output; vigil never shows URL userinfo anywhere, it only sends it as the Authorization \
-             header. The log section is vigil's own; the section title 'Metrics that would have been \
-             returned:' is kept.",
-}];
+const DELIBERATE: &[Deliberate] = &[
+    Deliberate {
+        case: "http_userinfo",
+        what: &["debug=true output"],
+        reason: "blackbox writes the target, password included, into every log line of its debug \
+                 output; vigil never shows URL userinfo anywhere, it only sends it as the \
+                 Authorization header. The log section is vigil's own; the section title 'Metrics \
+                 that would have been returned:' is kept.",
+    },
+    Deliberate {
+        case: "http_basic_auth_every_hop",
+        what: &[
+            "probe_success",
+            "probe_http_status_code",
+            "probe_http_content_length",
+            "probe_http_uncompressed_body_length",
+        ],
+        reason: "credentials stay with the origin of the target, as curl does (README, kind: http, \
+                 follow_redirects): after a redirect to another host vigil sends no basic_auth, so \
+                 that host answers 401 here; blackbox sends the module's basic_auth to every hop, to \
+                 whatever host a redirect names.",
+    },
+    Deliberate {
+        case: "big_body_with_regex",
+        what: &["probe_success", "probe_failed_due_to_regex"],
+        reason: "body regexps see at most the part of a body vigil keeps for assertions (16 MiB; \
+                 issue 11: bodies are streamed, only what an assertion needs is kept, and it is \
+                 bounded), and a longer body fails them, asking for body_size_limit; blackbox reads \
+                 the whole body into memory for them, 64 MiB here, whatever its size.",
+    },
+];
 
 // ---------------------------------------------------------------------------------------------
 // The corpus
@@ -443,7 +466,10 @@ impl Report {
 
     /// Files `d` as accepted when [`DELIBERATE`] lists it, as a difference otherwise.
     fn file(&mut self, d: Difference) {
-        match DELIBERATE.iter().find(|x| x.case == d.case && x.what == d.what) {
+        match DELIBERATE
+            .iter()
+            .find(|x| x.case == d.case && x.what.contains(&d.what.as_str()))
+        {
             Some(x) => self.accepted.push((d, x.reason)),
             None => self.differences.push(d),
         }
@@ -643,17 +669,16 @@ fn dump(group: &str, case: &Case, blackbox: &Got, other: &Got) {
 
 /// The deliberate differences of `cases` that nothing showed: the list would be stale.
 fn stale(report: &mut Report, cases: &[Case]) {
-    for x in DELIBERATE {
-        let here = cases.iter().any(|c| c.name == x.case);
-        let seen = report
-            .accepted
-            .iter()
-            .any(|(d, _)| d.case == x.case && d.what == x.what);
-        if here && !seen {
-            report.corpus.push(format!(
-                "DELIBERATE lists ({}, {}) but this run shows no such difference: remove it here and in README.md",
-                x.case, x.what
-            ));
+    for x in DELIBERATE.iter().filter(|x| cases.iter().any(|c| c.name == x.case)) {
+        for what in x.what {
+            let seen = report.accepted.iter().any(|(d, _)| d.case == x.case && d.what == *what);
+            if !seen {
+                report.corpus.push(format!(
+                    "DELIBERATE lists ({}, {what}) but this run shows no such difference: remove it here \
+                     and in README.md",
+                    x.case
+                ));
+            }
         }
     }
 }
@@ -891,7 +916,7 @@ fn readme_lists_exactly_the_deliberate_differences() {
         .collect();
     let code: BTreeSet<(String, String, String)> = DELIBERATE
         .iter()
-        .map(|x| (plain(x.case), plain(x.what), plain(x.reason)))
+        .map(|x| (plain(x.case), plain(&x.what.join(", ")), plain(x.reason)))
         .collect();
     let missing: Vec<_> = code.difference(&readme).collect();
     let extra: Vec<_> = readme.difference(&code).collect();
