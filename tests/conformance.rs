@@ -170,10 +170,12 @@ const MAIN: &[Case] = &[
     // Status codes, and replies that are not HTTP.
     case("http_404", "http_2xx", "http://127.0.0.1:{http}/404", Down),
     case("http_404_valid", "http_404", "http://127.0.0.1:{http}/404", Up),
+    case("http_304", "http_2xx", "http://127.0.0.1:{http}/304", Down),
     case("http_200_not_valid", "http_404", "http://127.0.0.1:{http}/", Down),
     case("http_status_999", "http_2xx", "http://127.0.0.1:{http}/status999", Down),
     case("http_bad_status_line", "http_2xx", "http://127.0.0.1:{http}/badstatus", Down),
     case("http_0_9_reply", "http_2xx", "http://127.0.0.1:{http}/http09", Down),
+    case("http_bad_content_length", "http_2xx", "http://127.0.0.1:{http}/badlength", Down),
     case("http_non_http_port", "http_2xx", "http://127.0.0.1:{garbage}/", Down),
     // Hanging, trickling, reset and short bodies.
     case("http_hang", "http_timeout1", "http://127.0.0.1:{hang}/", Down).took(1.0),
@@ -187,6 +189,7 @@ const MAIN: &[Case] = &[
     case("http_redirect_chain", "http_2xx", "http://127.0.0.1:{http}/redirect/3", Up),
     case("http_redirect_loop", "http_2xx", "http://127.0.0.1:{http}/loop", Down),
     case("http_redirect_not_followed", "http_nofollow", "http://127.0.0.1:{http}/redirect", Down),
+    case("http_redirect_not_followed_deprecated_key", "http_no_follow_deprecated", "http://127.0.0.1:{http}/redirect", Down),
     case("http_redirect_not_followed_302_valid", "http_nofollow_302ok", "http://127.0.0.1:{http}/redirect", Up),
     case("http_redirect_not_followed_body_regex", "http_redirect_body_regex", "http://127.0.0.1:{http}/redirect", Down),
     case("http_redirect_to_refused", "http_2xx", "http://127.0.0.1:{http}/to-closed", Down),
@@ -229,6 +232,9 @@ const MAIN: &[Case] = &[
     case("http_gzip_not_gzip", "http_gzip", "http://127.0.0.1:{http}/notgzip", Down),
     case("http_deflate_raw", "http_deflate", "http://127.0.0.1:{http}/rawdeflate", Up),
     case("http_deflate_zlib_wrapped", "http_deflate", "http://127.0.0.1:{http}/zlibdeflate", Down),
+    case("http_limit_after_decoding_fraction", "http_limit_fraction_gzip", "http://127.0.0.1:{http}/gzip", Down),
+    case("http_identity_not_decoded", "http_identity", "http://127.0.0.1:{http}/gzip", Up),
+    case("http_gzip_with_accept_encoding", "http_gzip_accept_encoding", "http://127.0.0.1:{http}/gzip", Up),
     // TLS: valid, self-signed, expired; verification options; ssl assertions.
     case("https_untrusted_by_default", "http_2xx", "https://127.0.0.1:{tls}/", Down),
     case("https_ca", "http_ca", "https://127.0.0.1:{tls}/", Up),
@@ -236,6 +242,8 @@ const MAIN: &[Case] = &[
     case("https_ca_localhost", "http_ca", "https://localhost:{tls}/", Up),
     case("https_server_name", "http_ca_servername", "https://127.0.0.1:{tls}/", Up),
     case("https_tls_1_2", "http_ca", "https://127.0.0.1:{tls12}/", Up),
+    case("https_min_tls_1_3_on_1_2", "http_ca_tls13", "https://127.0.0.1:{tls12}/", Down),
+    case("https_max_tls_1_2", "http_ca_max_tls12", "https://127.0.0.1:{tls}/", Up),
     case("https_self_signed_with_ca", "http_ca", "https://127.0.0.1:{self_signed}/", Down),
     case("https_self_signed_insecure", "http_insecure", "https://127.0.0.1:{self_signed}/", Up),
     case("https_expired_with_ca", "http_ca", "https://127.0.0.1:{expired}/", Down),
@@ -288,6 +296,7 @@ const MAIN: &[Case] = &[
 const MEMORY: &[Case] = &[
     case("big_body", "http_2xx", "http://127.0.0.1:{http}/big", Up),
     case("big_body_over_limit", "http_limit", "http://127.0.0.1:{http}/big", Down),
+    case("big_body_negative_limit", "http_limit_negative", "http://127.0.0.1:{http}/big", Up),
     case("big_body_with_regex", "http_big_regex", "http://127.0.0.1:{http}/big", Up),
     case("gzip_bomb_not_decoded", "http_2xx", "http://127.0.0.1:{http}/bomb", Up),
     case("gzip_bomb_decoded", "http_gzip", "http://127.0.0.1:{http}/bomb", Up),

@@ -362,6 +362,9 @@ async fn reply<S: AsyncRead + AsyncWrite + Unpin>(
         "/http10" => b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n\r\nhello\n".to_vec(),
         "/204" => b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n".to_vec(),
         "/404" => text(m, "404 Not Found", b"not found\n"),
+        // 304 has no body, whatever its Content-Length says.
+        "/304" => b"HTTP/1.1 304 Not Modified\r\nContent-Length: 12\r\nConnection: close\r\n\r\n".to_vec(),
+        "/badlength" => b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\nConnection: close\r\n\r\nhello".to_vec(),
         "/status999" => b"HTTP/1.1 999 Weird\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok".to_vec(),
         "/badstatus" => b"HTTP/1.1 abc OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
         "/http09" => b"hello there, no status line\n".to_vec(),
