@@ -269,6 +269,7 @@ async fn check(settings: &Elasticsearch, _target: &str, context: &CheckContext, 
             url,
             headers: &settings.headers,
             userinfo: None,
+            watch: None,
             body,
         };
         let mut exchange = Exchange::default();

@@ -23,7 +23,8 @@ use crate::spec::BuildContext;
 use crate::spec::values::{ByteSize, OneOrMany, Pattern, StatusRange};
 use crate::transport::connect::{Dialled, IpProtocol};
 use crate::transport::http::{
-    BodyPolicy, Client, Decode, Encoding, Exchange, Outgoing, USER_AGENT, basic_auth, fetch, parse_url, take_userinfo,
+    BodyPolicy, BodyWatch, Client, Decode, Encoding, Exchange, Outgoing, USER_AGENT, basic_auth, fetch, parse_url,
+    take_userinfo,
 };
 use crate::transport::tls::{self, TlsSeen, TlsSpec};
 use crate::transport::{ErrorKind, TransportError};
@@ -229,8 +230,8 @@ pub struct Http {
     policy: BodyPolicy,
     valid_status: Vec<StatusRange>,
     degraded_status: Vec<StatusRange>,
-    body_must_match: Vec<Pattern>,
-    body_must_not_match: Vec<Pattern>,
+    body_must_match: Vec<BodyPattern>,
+    body_must_not_match: Vec<BodyPattern>,
     header_must_match: Vec<(HeaderName, HeaderPattern)>,
     header_must_not_match: Vec<(HeaderName, HeaderPattern)>,
     json: Vec<CompiledJson>,
@@ -275,7 +276,7 @@ impl Obs {
     /// `(phase, seconds)` in publishing order, once a connection was tried.
     pub fn phases(&self) -> Option<[(&'static str, f64); 5]> {
         let e = &self.exchange;
-        e.attempted.then_some([
+        e.attempted().then_some([
             ("resolve", e.resolve.as_secs_f64()),
             ("connect", e.connect.as_secs_f64()),
             ("tls", e.tls.as_secs_f64()),
@@ -447,15 +448,17 @@ impl ProbeKind for Http {
         };
         obs.parsed = true;
         let (url, userinfo) = take_userinfo(url);
+        let mut windows = Windows::new(self);
         let outgoing = Outgoing {
             method: self.method.clone(),
             url,
             headers: &self.headers,
             userinfo,
             body: self.body.clone(),
+            watch: windows.as_mut().map(|w| w as &mut (dyn BodyWatch + Send)),
         };
         let fetched = fetch(&self.client, outgoing, self.policy, &cx.sockets, &mut obs.exchange).await;
-        self.assess(obs, fetched)
+        self.assess(obs, fetched, windows.as_ref())
     }
 
     fn interrupted(obs: &mut Obs) {
@@ -647,7 +650,15 @@ fn build_http(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) -> Opt
         .and_then(|(_, value)| value.to_str().ok())
         .map(|host| host_without_port(host).to_string());
     let server_name = spec.tls_config.server_name.clone().or(host_header);
-    let needs_body = !spec.body_must_match.0.is_empty() || !spec.body_must_not_match.0.is_empty() || !json.is_empty();
+    let body_must_match: Vec<BodyPattern> = spec.body_must_match.0.into_iter().map(BodyPattern::new).collect();
+    let body_must_not_match: Vec<BodyPattern> = spec.body_must_not_match.0.into_iter().map(BodyPattern::new).collect();
+    // Only JSON and regexes that depend on where the body starts or ends need the body kept;
+    // the others are matched window by window as it streams.
+    let needs_body = !json.is_empty()
+        || body_must_match
+            .iter()
+            .chain(&body_must_not_match)
+            .any(|p| p.scope != Scope::Window);
     let limit = spec.body_size_limit.map(|b| b.0);
     let keep = if needs_body {
         usize::try_from(limit.map_or(KEEP_FOR_ASSERTIONS, |l| l.min(KEEP_FOR_ASSERTIONS))).unwrap_or(usize::MAX)
@@ -661,8 +672,8 @@ fn build_http(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) -> Opt
         body,
         valid_status: spec.valid_status,
         degraded_status: spec.degraded_status,
-        body_must_match: spec.body_must_match.0,
-        body_must_not_match: spec.body_must_not_match.0,
+        body_must_match,
+        body_must_not_match,
         header_must_match,
         header_must_not_match,
         json,
@@ -699,7 +710,7 @@ impl Http {
     /// The verdict on what `fetch` brought back, in blackbox_exporter's order: status, then
     /// header and body regexes (on a valid status only), the body read to its end, JSON,
     /// the HTTP version, TLS. The reason is the first check that failed.
-    fn assess(&self, obs: &mut Obs, fetched: Result<(), TransportError>) -> Verdict {
+    fn assess(&self, obs: &mut Obs, fetched: Result<(), TransportError>, windows: Option<&Windows>) -> Verdict {
         let Some(head) = obs.exchange.head.as_ref() else {
             let error = fetched
                 .err()
@@ -751,7 +762,7 @@ impl Http {
                 obs.failed_due_to_regex = true;
                 return failure.into();
             }
-            if let Some(why) = self.body_fails(&obs.exchange) {
+            if let Some(why) = self.body_fails(&obs.exchange, windows) {
                 obs.failed_due_to_regex = true;
                 return Verdict::down(Reason::Body, why);
             }
@@ -816,21 +827,126 @@ impl Http {
         None
     }
 
-    fn body_fails(&self, exchange: &Exchange) -> Option<String> {
-        if let Some(why) = truncated(exchange) {
-            return Some(why);
-        }
-        for pattern in &self.body_must_match {
-            if !pattern.is_match(&exchange.body) {
-                return Some(format!("body does not match /{}/", pattern.as_str()));
+    fn body_fails(&self, exchange: &Exchange, windows: Option<&Windows>) -> Option<String> {
+        let matched = |which: usize, pattern: &BodyPattern| -> Result<bool, String> {
+            match pattern.scope {
+                Scope::Window => Ok(windows.is_some_and(|w| w.found[which])),
+                // Anchored at the start: the start of the body is what it can match.
+                Scope::Start => Ok(pattern.regex.is_match(&exchange.body)),
+                Scope::Whole => match truncated(exchange) {
+                    Some(why) => Err(why),
+                    None => Ok(pattern.regex.is_match(&exchange.body)),
+                },
+            }
+        };
+        for (i, pattern) in self.body_must_match.iter().enumerate() {
+            match matched(i, pattern) {
+                Err(why) => return Some(why),
+                Ok(false) => return Some(format!("body does not match /{}/", pattern.regex.as_str())),
+                Ok(true) => {}
             }
         }
-        for pattern in &self.body_must_not_match {
-            if pattern.is_match(&exchange.body) {
-                return Some(format!("body matches /{}/", pattern.as_str()));
+        let offset = self.body_must_match.len();
+        for (i, pattern) in self.body_must_not_match.iter().enumerate() {
+            match matched(offset + i, pattern) {
+                Err(why) => return Some(why),
+                Ok(true) => return Some(format!("body matches /{}/", pattern.regex.as_str())),
+                Ok(false) => {}
             }
         }
         None
+    }
+}
+
+/// Where in a body a regex can match, which says how much of the body it needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scope {
+    /// Anywhere, whatever surrounds it (no anchors, no word boundaries): matched on windows of
+    /// the streamed body, so any length of body costs [`WINDOW`] twice at most.
+    Window,
+    /// Only at the start (`^`, `\A` without multi-line): matched on the start that is kept.
+    Start,
+    /// Depends on what surrounds it (`$`, `\b`, multi-line anchors): needs the whole body,
+    /// which is kept up to [`KEEP_FOR_ASSERTIONS`].
+    Whole,
+}
+
+/// A body regex and its scope.
+#[derive(Debug)]
+struct BodyPattern {
+    regex: Pattern,
+    scope: Scope,
+}
+
+impl BodyPattern {
+    fn new(regex: Pattern) -> BodyPattern {
+        use regex_syntax::hir::{Look, LookSet};
+        let looks = regex_syntax::ParserBuilder::new()
+            .utf8(false)
+            .build()
+            .parse(regex.as_str())
+            .map(|hir| hir.properties().look_set())
+            .ok();
+        let scope = match looks {
+            Some(set) if set.is_empty() => Scope::Window,
+            Some(set) if set.subtract(LookSet::singleton(Look::Start)).is_empty() => Scope::Start,
+            _ => Scope::Whole,
+        };
+        BodyPattern { regex, scope }
+    }
+}
+
+/// Matches of at most this length are found anywhere in a streamed body.
+const WINDOW: usize = 256 << 10;
+
+/// The window-scoped regexes of a probe, matched on the body as it streams: each window holds
+/// the last [`WINDOW`] bytes before the new ones, so a match of up to that length is seen
+/// whole in at least one window.
+struct Windows<'a> {
+    patterns: Vec<Option<&'a Pattern>>,
+    found: Vec<bool>,
+    buffer: Vec<u8>,
+}
+
+impl<'a> Windows<'a> {
+    /// `None` when no regex of `http` is window-scoped.
+    fn new(http: &'a Http) -> Option<Windows<'a>> {
+        let patterns: Vec<Option<&Pattern>> = http
+            .body_must_match
+            .iter()
+            .chain(&http.body_must_not_match)
+            .map(|p| (p.scope == Scope::Window).then_some(&p.regex))
+            .collect();
+        patterns.iter().any(Option::is_some).then(|| Windows {
+            found: vec![false; patterns.len()],
+            patterns,
+            buffer: Vec::new(),
+        })
+    }
+
+    fn scan(&mut self) {
+        for (pattern, found) in self.patterns.iter().zip(self.found.iter_mut()) {
+            if let Some(pattern) = pattern
+                && !*found
+            {
+                *found = pattern.is_match(&self.buffer);
+            }
+        }
+    }
+}
+
+impl BodyWatch for Windows<'_> {
+    fn chunk(&mut self, data: &[u8]) {
+        self.buffer.extend_from_slice(data);
+        if self.buffer.len() >= 2 * WINDOW {
+            self.scan();
+            let cut = self.buffer.len() - WINDOW;
+            self.buffer.drain(..cut);
+        }
+    }
+
+    fn end(&mut self) {
+        self.scan();
     }
 }
 
@@ -941,6 +1057,68 @@ mod tests {
         );
         assert!(parse_json_path("a[x]").is_err());
         assert!(parse_json_path("a[1").is_err());
+    }
+
+    fn pattern(text: &str) -> BodyPattern {
+        BodyPattern::new(Pattern(regex::bytes::Regex::new(text).expect("regex")))
+    }
+
+    #[test]
+    fn body_regexes_need_as_much_of_the_body_as_their_anchors_say() {
+        assert_eq!(pattern("hello").scope, Scope::Window);
+        assert_eq!(pattern("status.{0,10}ok").scope, Scope::Window);
+        assert_eq!(pattern("^<!doctype").scope, Scope::Start);
+        assert_eq!(pattern(r"\Ahello").scope, Scope::Start);
+        assert_eq!(pattern("done$").scope, Scope::Whole);
+        assert_eq!(pattern(r"\bok\b").scope, Scope::Whole);
+        assert_eq!(pattern("(?m)^ok").scope, Scope::Whole);
+    }
+
+    #[test]
+    fn windows_find_a_match_anywhere_in_a_long_body_even_across_chunks() {
+        let http = Http {
+            method: Method::GET,
+            headers: Vec::new(),
+            body: Bytes::new(),
+            client: Client {
+                tls: tls::client_config(
+                    &TlsSpec::default(),
+                    &[],
+                    &mut BuildContext::new(crate::spec::lines::KeyLines::default(), ".".into()),
+                    "t",
+                )
+                .expect("tls"),
+                verify: true,
+                server_name: None,
+                ip_protocol: IpProtocol::Ip4,
+                ip_protocol_fallback: true,
+                follow_redirects: true,
+                max_redirects: 10,
+                secret_names: SecretNames::default(),
+                user_agent: HeaderValue::from_static(USER_AGENT),
+            },
+            policy: BodyPolicy::default(),
+            valid_status: Vec::new(),
+            degraded_status: Vec::new(),
+            body_must_match: vec![pattern("needle-[0-9]+"), pattern("absent")],
+            body_must_not_match: vec![pattern("^needle")],
+            header_must_match: Vec::new(),
+            header_must_not_match: Vec::new(),
+            json: Vec::new(),
+            valid_http_versions: Vec::new(),
+            fail_if_ssl: false,
+            fail_if_not_ssl: false,
+        };
+        let mut windows = Windows::new(&http).expect("window-scoped regexes");
+        let mut body = vec![b'x'; 3 << 20];
+        let at = (1 << 20) + 4093;
+        body[at..at + 10].copy_from_slice(b"needle-123");
+        for chunk in body.chunks(4096) {
+            windows.chunk(chunk);
+            assert!(windows.buffer.len() <= 2 * WINDOW + 4096);
+        }
+        windows.end();
+        assert_eq!(windows.found, vec![true, false, false]);
     }
 
     #[test]

@@ -394,6 +394,7 @@ impl Relay {
                 url: self.url.clone(),
                 headers: &self.headers,
                 userinfo: None,
+                watch: None,
                 body: body.clone(),
             };
             let mut exchange = Exchange::default();

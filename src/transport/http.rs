@@ -72,6 +72,9 @@ fn origin(url: &Url) -> (&str, Option<&str>, Option<u16>) {
 pub fn parse_url(text: &str, names: &SecretNames) -> Result<Url, TransportError> {
     let shown = || names.redact_text(text);
     let bad = |why: String| TransportError::new(ErrorKind::Connect, why);
+    if let Some(problem) = go_url_problem(text) {
+        return Err(bad(format!("`{}` is not a URL: {problem}", shown())));
+    }
     let url = Url::parse(text).map_err(|e| bad(format!("`{}` is not a URL: {e}", shown())))?;
     match url.scheme() {
         "http" | "https" => {}
@@ -83,6 +86,39 @@ pub fn parse_url(text: &str, names: &SecretNames) -> Result<Url, TransportError>
         return Err(bad(format!("`{}` is not a URL: it names no host", shown())));
     }
     Ok(url)
+}
+
+/// What Go's `url.Parse` refuses that the WHATWG rules of the `url` crate repair: control
+/// characters anywhere, and `%` not followed by two hex digits in the userinfo, the path or the
+/// fragment (blackbox_exporter fails such a target before resolving it).
+fn go_url_problem(text: &str) -> Option<&'static str> {
+    if text.bytes().any(|b| b < 0x20 || b == 0x7f) {
+        return Some("invalid control character in URL");
+    }
+    let bad_escape = |part: &str| {
+        let bytes = part.as_bytes();
+        bytes.iter().enumerate().any(|(i, &b)| {
+            b == b'%'
+                && !(bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                    && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+        })
+    };
+    let (rest, fragment) = text.split_once('#').unwrap_or((text, ""));
+    let after_scheme = rest.split_once("://").map_or(rest, |(_, r)| r);
+    let (authority, path) = match after_scheme.find('/') {
+        Some(i) => after_scheme.split_at(i),
+        None => (after_scheme, ""),
+    };
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    let authority = authority.split_once('?').map_or(authority, |(a, _)| a);
+    let userinfo = authority.rsplit_once('@').map_or("", |(u, _)| u);
+    if bad_escape(userinfo) {
+        return Some("invalid userinfo");
+    }
+    if bad_escape(path) || bad_escape(fragment) {
+        return Some("invalid URL escape");
+    }
+    None
 }
 
 /// The `Authorization` header for basic auth, marked sensitive.
@@ -132,7 +168,6 @@ fn percent_encoding_decode(text: &str) -> String {
 }
 
 /// One request to send.
-#[derive(Debug)]
 pub struct Outgoing<'a> {
     /// Method.
     pub method: Method,
@@ -145,6 +180,27 @@ pub struct Outgoing<'a> {
     pub userinfo: Option<HeaderValue>,
     /// Body (may be empty).
     pub body: Bytes,
+    /// Sees the final body as it streams, decoded (for assertions that need more of it than is
+    /// kept).
+    pub watch: Option<&'a mut (dyn BodyWatch + Send)>,
+}
+
+impl std::fmt::Debug for Outgoing<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outgoing")
+            .field("method", &self.method)
+            .field("host", &self.url.host_str())
+            .field("watch", &self.watch.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Something that reads a body as it streams past, chunk by chunk, decoded.
+pub trait BodyWatch {
+    /// The next piece.
+    fn chunk(&mut self, data: &[u8]);
+    /// The body ended (read whole).
+    fn end(&mut self);
 }
 
 /// How a response body is decoded before it is counted and matched.
@@ -201,10 +257,8 @@ pub struct Head {
 /// until then; [`Exchange::interrupted`] then closes the open phase.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Exchange {
-    /// The first hop's connect (lookup time, the chosen address).
+    /// The first hop's connect (lookup time, the chosen address), written as it happens.
     pub dialled: Dialled,
-    /// Whether a connection was tried (the name resolved).
-    pub attempted: bool,
     /// Redirect responses acted on: followed, or refused (not following, or past the limit:
     /// that one is then the final response), as Go's client counts them.
     pub redirects: u32,
@@ -242,6 +296,11 @@ pub struct Exchange {
 }
 
 impl Exchange {
+    /// Whether a connection was tried (the first hop's name resolved).
+    pub fn attempted(&self) -> bool {
+        self.dialled.addr.is_some()
+    }
+
     /// The final response's status, 0 when none was parsed.
     pub fn status(&self) -> u16 {
         self.head.as_ref().map_or(0, |h| h.status)
@@ -283,6 +342,7 @@ pub async fn fetch(
         headers: extra_headers,
         userinfo,
         body: request_body,
+        mut watch,
     } = outgoing;
     let mut send_body = true;
     let first = url.clone();
@@ -295,25 +355,23 @@ pub async fn fetch(
             .ok_or_else(|| TransportError::new(ErrorKind::Connect, "URL has no host"))?
             .to_owned();
         let port = url.port_or_known_default().unwrap_or(80);
-        let mut dialled = Dialled::default();
+        // The first hop's connect is written where it is published, as it happens: an attempt
+        // dropped at its timeout still tells which address it was connecting to.
+        let mut later = Dialled::default();
+        let dialled = if hop == 0 { &mut exchange.dialled } else { &mut later };
         let socket = connect::connect(
             &host,
             port,
             client.ip_protocol,
             client.ip_protocol_fallback,
             sockets,
-            &mut dialled,
+            dialled,
         )
         .await;
-        if hop == 0 {
-            exchange.dialled = dialled;
-        }
+        let dialled = *dialled;
         hop += 1;
         exchange.resolve += dialled.resolve;
         exchange.addr = dialled.addr.or(exchange.addr);
-        if dialled.addr.is_some() {
-            exchange.attempted = true;
-        }
         let socket = socket?;
 
         let same_origin = origin(&url) == origin(&first);
@@ -340,10 +398,12 @@ pub async fn fetch(
             exchange.connect += dialled.connect;
             exchange.tls += took;
             exchange.tls_used = true;
-            exchange_over(stream, request, policy, exchange).await?;
+            let watch = watch.as_mut().map(|w| &mut **w as &mut (dyn BodyWatch + Send));
+            exchange_over(stream, request, policy, watch, exchange).await?;
         } else {
             exchange.connect += dialled.connect;
-            exchange_over(socket, request, policy, exchange).await?;
+            let watch = watch.as_mut().map(|w| &mut **w as &mut (dyn BodyWatch + Send));
+            exchange_over(socket, request, policy, watch, exchange).await?;
         }
         let Some(head) = &exchange.head else {
             return Err(TransportError::new(ErrorKind::Protocol, "no response"));
@@ -496,6 +556,7 @@ async fn exchange_over<S>(
     stream: S,
     request: Request<Full<Bytes>>,
     policy: BodyPolicy,
+    watch: Option<&mut (dyn BodyWatch + Send)>,
     exchange: &mut Exchange,
 ) -> Result<(), TransportError>
 where
@@ -548,6 +609,7 @@ where
             keep: policy.keep,
             kept: Vec::new(),
             count: 0,
+            watch,
         },
     );
     let outcome = async {
@@ -569,37 +631,43 @@ where
     .await;
     exchange.body_started = None;
     exchange.transfer += head_at.elapsed();
-    let sink = sink.into_sink();
-    exchange.body_bytes = sink.count;
-    exchange.body = sink.kept;
+    let (count, kept) = sink.into_parts();
+    exchange.body_bytes = count;
+    exchange.body = kept;
     exchange.body_complete = outcome.is_ok();
     outcome
 }
 
-/// Where a decoded body goes: counted, its start kept, its length held to the limit.
-#[derive(Debug)]
-pub struct BodySink {
+/// Where a decoded body goes: counted, its start kept, shown to the watch, its length held to
+/// the limit.
+pub struct BodySink<'w> {
     limit: Option<u64>,
     keep: usize,
     kept: Vec<u8>,
     count: u64,
+    watch: Option<&'w mut (dyn BodyWatch + Send)>,
 }
 
-impl Write for BodySink {
+impl Write for BodySink<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let room = self.keep.saturating_sub(self.kept.len());
-        self.kept.extend_from_slice(&buf[..buf.len().min(room)]);
         let total = self.count + buf.len() as u64;
-        match self.limit {
+        let (within, result) = match self.limit {
             Some(limit) if total > limit => {
-                self.count = limit;
-                Err(std::io::Error::other(LimitExceeded(limit)))
+                let room = usize::try_from(limit - self.count).unwrap_or(usize::MAX);
+                (
+                    &buf[..room.min(buf.len())],
+                    Err(std::io::Error::other(LimitExceeded(limit))),
+                )
             }
-            _ => {
-                self.count = total;
-                Ok(buf.len())
-            }
+            _ => (buf, Ok(buf.len())),
+        };
+        let room = self.keep.saturating_sub(self.kept.len());
+        self.kept.extend_from_slice(&within[..within.len().min(room)]);
+        if let Some(watch) = self.watch.as_deref_mut() {
+            watch.chunk(within);
         }
+        self.count += within.len() as u64;
+        result
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -619,15 +687,15 @@ impl std::fmt::Display for LimitExceeded {
 impl std::error::Error for LimitExceeded {}
 
 /// A body on its way to the sink, through a decoder when it is encoded.
-enum Decoder {
-    Identity(BodySink),
-    Gzip(flate2::write::GzDecoder<BodySink>),
-    Zlib(flate2::write::ZlibDecoder<BodySink>),
-    Raw(flate2::write::DeflateDecoder<BodySink>),
+enum Decoder<'w> {
+    Identity(BodySink<'w>),
+    Gzip(flate2::write::GzDecoder<BodySink<'w>>),
+    Zlib(flate2::write::ZlibDecoder<BodySink<'w>>),
+    Raw(flate2::write::DeflateDecoder<BodySink<'w>>),
 }
 
-impl Decoder {
-    fn new(encoding: Encoding, sink: BodySink) -> Decoder {
+impl<'w> Decoder<'w> {
+    fn new(encoding: Encoding, sink: BodySink<'w>) -> Decoder<'w> {
         match encoding {
             Encoding::Identity => Decoder::Identity(sink),
             Encoding::Gzip => Decoder::Gzip(flate2::write::GzDecoder::new(sink)),
@@ -653,10 +721,23 @@ impl Decoder {
             Decoder::Zlib(d) => d.try_finish(),
             Decoder::Raw(d) => d.try_finish(),
         };
-        finished.map_err(body_error)
+        finished.map_err(body_error)?;
+        if let Some(watch) = self.sink_mut().watch.as_deref_mut() {
+            watch.end();
+        }
+        Ok(())
     }
 
-    fn sink(&self) -> &BodySink {
+    fn sink_mut(&mut self) -> &mut BodySink<'w> {
+        match self {
+            Decoder::Identity(sink) => sink,
+            Decoder::Gzip(d) => d.get_mut(),
+            Decoder::Zlib(d) => d.get_mut(),
+            Decoder::Raw(d) => d.get_mut(),
+        }
+    }
+
+    fn sink(&self) -> &BodySink<'w> {
         match self {
             Decoder::Identity(sink) => sink,
             Decoder::Gzip(d) => d.get_ref(),
@@ -665,19 +746,10 @@ impl Decoder {
         }
     }
 
-    fn into_sink(mut self) -> BodySink {
-        let sink = match &mut self {
-            Decoder::Identity(sink) => sink,
-            Decoder::Gzip(d) => d.get_mut(),
-            Decoder::Zlib(d) => d.get_mut(),
-            Decoder::Raw(d) => d.get_mut(),
-        };
-        BodySink {
-            limit: sink.limit,
-            keep: sink.keep,
-            kept: std::mem::take(&mut sink.kept),
-            count: sink.count,
-        }
+    /// What the sink counted and kept.
+    fn into_parts(mut self) -> (u64, Vec<u8>) {
+        let sink = self.sink_mut();
+        (sink.count, std::mem::take(&mut sink.kept))
     }
 }
 
@@ -704,6 +776,27 @@ mod tests {
     }
 
     #[test]
+    fn urls_go_refuses_are_refused() {
+        let names = SecretNames::default();
+        for bad in [
+            "http://h.test/%zz",
+            "http://h.test/a%4",
+            "http://h.test/#%",
+            "http://u%zz:p@h.test/",
+            "http://h.test/\u{1}",
+        ] {
+            assert!(parse_url(bad, &names).is_err(), "{bad}");
+        }
+        for good in [
+            "http://h.test/%41?q=%zz",
+            "http://h.test/a%2Fb",
+            "http://u:p%40@h.test/",
+        ] {
+            assert!(parse_url(good, &names).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
     fn content_length_as_go_has_it() {
         let mut headers = HeaderMap::new();
         assert_eq!(content_length(false, 200, &headers), -1);
@@ -722,6 +815,7 @@ mod tests {
             keep: 4,
             kept: Vec::new(),
             count: 0,
+            watch: None,
         };
         sink.write_all(b"abcdef").expect("within");
         assert_eq!((sink.count, sink.kept.as_slice()), (6, &b"abcd"[..]));
@@ -741,10 +835,11 @@ mod tests {
             keep: 0,
             kept: Vec::new(),
             count: 0,
+            watch: None,
         };
         let mut decoder = Decoder::new(Encoding::Gzip, sink);
         let result = bomb.chunks(4096).try_for_each(|c| decoder.write(c));
         assert_eq!(result.map_err(|e| e.kind), Err(ErrorKind::Body));
-        assert_eq!(decoder.into_sink().count, 1 << 20);
+        assert_eq!(decoder.into_parts().0, 1 << 20);
     }
 }
