@@ -72,14 +72,6 @@ const DELIBERATE: &[Deliberate] = &[
                  that host answers 401 here; blackbox sends the module's basic_auth to every hop, to \
                  whatever host a redirect names.",
     },
-    Deliberate {
-        case: "big_body_with_regex",
-        what: &["probe_success", "probe_failed_due_to_regex"],
-        reason: "body regexps see at most the part of a body vigil keeps for assertions (16 MiB; \
-                 issue 11: bodies are streamed, only what an assertion needs is kept, and it is \
-                 bounded), and a longer body fails them, asking for body_size_limit; blackbox reads \
-                 the whole body into memory for them, 64 MiB here, whatever its size.",
-    },
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -538,7 +530,7 @@ impl Report {
             out.push_str(&format!("{note}\n"));
         }
         if !self.corpus.is_empty() {
-            out.push_str("\nthe corpus or the harness is wrong (blackbox did not answer as the corpus says):\n");
+            out.push_str("\nthe corpus, the harness or DELIBERATE is wrong (blackbox did not answer as the corpus says, or a listed difference is gone):\n");
             for line in &self.corpus {
                 out.push_str(&format!("  {line}\n"));
             }
