@@ -119,13 +119,17 @@ done
 # ---------------------------------------------------------------------------- sampling
 status_of() { awk -v k="$2" '$1 == k":" {print $2}' "/proc/$1/status"; }
 sample() { # sample MODE MINUTE -> one row
-  local mode=$1 t=$2 pid=${PID[$1]} metrics runs down
+  local mode=$1 t=$2 pid=${PID[$1]} metrics runs failed store
   kill -0 "$pid" 2>/dev/null || { echo "soak: vigil ($mode) died; log:" >&2; tail -20 "$TMP/$mode.log" >&2; exit 1; }
   metrics=$(curl -fsS "http://127.0.0.1:${PORT[$mode]}/metrics")
   runs=$(awk '/^vigil_probe_runs_total\{/ {s += $NF} END {printf "%d", s}' <<<"$metrics")
-  down=$(awk '/^vigil_probe_status\{.*status="down"/ && $NF == 1 {n++} END {printf "%d", n}' <<<"$metrics")
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$t" "$(status_of "$pid" VmRSS)" "$(status_of "$pid" VmHWM)" \
-    "$(find "/proc/$pid/fd" -mindepth 1 -maxdepth 1 | wc -l)" "$(status_of "$pid" Threads)" "$runs" "$down"
+  failed=$(awk '/^vigil_probe_failures_total\{/ {s += $NF} END {printf "%d", s}' <<<"$metrics")
+  # The history store on disk (database and write-ahead log), KiB; 0 in memory.
+  store=$(stat -c %s "$TMP/state-$mode"/history.db* 2>/dev/null | awk '{s += $1} END {printf "%d", s}')
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$t" "$(status_of "$pid" VmRSS)" \
+    "$(status_of "$pid" RssAnon)" "$(status_of "$pid" RssFile)" "$(status_of "$pid" VmHWM)" \
+    "$(find "/proc/$pid/fd" -mindepth 1 -maxdepth 1 | wc -l)" "$(status_of "$pid" Threads)" "$runs" "$failed" \
+    "$((store / 1024))"
 }
 SAMPLES="$TMP/samples.tsv"
 start=$(date +%s)
@@ -158,14 +162,14 @@ done
   echo "$SOAK_PROBES flapping HTTP probes every $SOAK_INTERVAL per vigil, $SOAK_MINUTES minutes, /metrics every ${SOAK_SCRAPE} s;"
   echo "$(nproc) cores; $("$VIGIL_BIN" --version 2>/dev/null || echo vigil)."
   echo
-  echo "| mode | minute | RSS MiB | peak RSS MiB | open fds | threads | runs | probes DOWN |"
-  echo "|---|---:|---:|---:|---:|---:|---:|---:|"
-  awk -F'\t' '{printf "| %s | %d | %.1f | %.1f | %d | %d | %d | %d |\n", $1, $2, $3/1024, $4/1024, $5, $6, $7, $8}' "$SAMPLES"
+  echo "| mode | minute | RSS MiB | heap (anon) MiB | file MiB | peak RSS MiB | open fds | threads | runs | failed runs | store on disk MiB |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  awk -F'\t' '{printf "| %s | %d | %.1f | %.1f | %.1f | %.1f | %d | %d | %d | %d | %.1f |\n", $1, $2, $3/1024, $4/1024, $5/1024, $6/1024, $7, $8, $9, $10, $11/1024}' "$SAMPLES"
   echo
   for mode in $SOAK_MODES; do
     awk -F'\t' -v m="$mode" -v from="$SOAK_FILLED" '
       $1 == m && $2 >= from { if (n == 0 || $3 < lo) lo = $3; if ($3 > hi) hi = $3; n++ }
-      $1 == m { if (f == 0 || $5 < flo) flo = $5; if ($5 > fhi) fhi = $5; f++ }
+      $1 == m { if (f == 0 || $7 < flo) flo = $7; if ($7 > fhi) fhi = $7; f++ }
       END { printf "- %s: RSS from minute %d on between %.1f and %.1f MiB; open fds between %d and %d\n", m, from, lo/1024, hi/1024, flo, fhi }
     ' "$SAMPLES"
   done
