@@ -8,14 +8,26 @@
 #
 # The same image runs the exporter (the default command) and the receiver
 # (`vigil receiver --config /etc/vigil/vigil.yml --web.listen-address :9431`).
-# Not built in vigil's own test environment, which reaches no image registry: the Dockerfile
-# is written to work, but only `docker-compose config` has checked the stack that uses it.
+#
+# The binary is the stripped release build. For a crash report, build the same commit with
+# line tables: `docker build --build-arg CARGO_PROFILE=release-debug -t vigil:debug .` (README,
+# "Release build and symbols").
+#
+# The test suite reaches no image registry: tests/container_image.rs builds the runtime stage
+# below as it is (with the global ARGs) on a Debian base made from Debian's packages
+# (scripts/test-image-base.sh, passed as RUNTIME_BASE) and with the release binary that
+# scripts/test builds in place of the build stage, then runs it (README, "Container image").
 
 ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm
+# The runtime stage's base.
+ARG RUNTIME_BASE=debian:${DEBIAN_RELEASE}-slim
+# The Cargo profile of the binary: release (stripped) or release-debug (with line tables).
+ARG CARGO_PROFILE=release
 
 # --- build -----------------------------------------------------------------------------------
 FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS builder
+ARG CARGO_PROFILE
 WORKDIR /src
 # The whole context (see .dockerignore): examples/vigil.yml is compiled in as the default
 # config, and Cargo reads every target the manifest declares.
@@ -23,11 +35,11 @@ COPY . .
 # Cache mounts keep the registry and target/ between builds (BuildKit).
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin vigil \
-    && install -m 0755 target/release/vigil /usr/local/bin/vigil
+    cargo build --profile "${CARGO_PROFILE}" --locked --bin vigil \
+    && install -m 0755 "target/${CARGO_PROFILE}/vigil" /usr/local/bin/vigil
 
 # --- runtime ---------------------------------------------------------------------------------
-FROM debian:${DEBIAN_RELEASE}-slim
+FROM ${RUNTIME_BASE}
 # ca-certificates: TLS probes verify against the system roots by default.
 # curl: the compose health checks, and "does the target answer from here?" in the runbook.
 RUN apt-get update \

@@ -16,6 +16,7 @@ declare -A needed=(
   [dockerd]=docker.io              # a real Docker engine for the container inventory tests
   [chromium]=chromium              # a real browser for the status page test (headless)
   [chromedriver]=chromium-driver   # drives it over WebDriver
+  [mmdebstrap]=mmdebstrap          # the Debian base of the container image test
 )
 
 missing=()
