@@ -13,7 +13,7 @@
 # line tables: `docker build --build-arg CARGO_PROFILE=release-debug -t vigil:debug .` (README,
 # "Release build and symbols").
 #
-# The test suite reaches no image registry: tests/container_image.rs builds the runtime stage
+# The test suite reaches no image registry: tests/it/container_image.rs builds the runtime stage
 # below as it is (with the global ARGs) on a Debian base made from Debian's packages
 # (scripts/test-image-base.sh, passed as RUNTIME_BASE) and with the release binary that
 # scripts/test builds in place of the build stage, then runs it (README, "Container image").

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The Debian root file system that the container image test (tests/container_image.rs) builds
+# The Debian root file system that the container image test (tests/it/container_image.rs) builds
 # the runtime image on, since no image registry (and so no debian:bookworm-slim) is reachable
 # here. Made by mmdebstrap from Debian's packages, like the official slim image: the minbase
 # variant (essential and required packages, apt), merged /usr, without manuals, info pages,

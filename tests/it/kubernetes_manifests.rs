@@ -102,7 +102,7 @@ fn manifests() -> Manifests {
     m
 }
 
-/// What the Kubernetes inventory requests (see tests/kubernetes.rs): exactly this, read-only.
+/// What the Kubernetes inventory requests (see tests/it/kubernetes.rs): exactly this, read-only.
 fn check_rules(what: &str, rules: &[PolicyRule]) {
     let mut granted = BTreeSet::new();
     for rule in rules {

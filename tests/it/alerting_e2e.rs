@@ -10,7 +10,7 @@
 //!
 //! Prometheus and Alertmanager run on test copies of prometheus/prometheus.yml, rules/*.yml and
 //! alertmanager/alertmanager.yml, made from the shipped files when the test runs
-//! (tests/stack/test_copy.rs, tested below). Scaling: scrape and evaluation every second, and
+//! (tests/it/stack/test_copy.rs, tested below). Scaling: scrape and evaluation every second, and
 //! time divided by [`TIME_SCALE`] = 60 for every `for:`, `keep_firing_for:`, escalation wait
 //! and Alertmanager interval, so the critical ladder's 30s / 15m / 30m / 1h become 0.5s / 15s /
 //! 30s / 60s. One exception: VigilExporterAbsent keeps a `for` of 20s, as its scaled 2s would be
@@ -35,8 +35,8 @@
 //! step and incident across both replicas, each within [`SLACK`] after its wait. Then every
 //! panel query of grafana/dashboards/*.json runs against Prometheus: see [`check_dashboards`].
 
-mod common;
-mod stack;
+use crate::common;
+use crate::stack;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -357,6 +357,7 @@ fn sequence(deliveries: &[Delivery], receiver: &str, alertname: &str, probe: &st
 
 #[test]
 fn ladder_steps_on_time_through_a_restart_a_second_outage_and_a_failing_source() {
+    let _turn = crate::common::exclusive();
     let mut stack = Stack::start();
     let waits = scaled_waits();
     let wait = |step: &str| waits[step];

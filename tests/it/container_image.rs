@@ -1,5 +1,5 @@
 //! The container image users get, built and run for real on the test Docker engine
-//! (tests/common/docker.rs: no bridge, no iptables, its folders in a temporary directory).
+//! (tests/it/common/docker.rs: no bridge, no iptables, its folders in a temporary directory).
 //!
 //! No image registry is reachable here, so neither `rust:*-slim` nor `debian:*-slim` can be
 //! pulled. The test takes the path users do not, for the part that cannot be pulled only:
@@ -25,8 +25,8 @@
 //! the image size are printed (`--nocapture`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-mod stack;
+use crate::common;
+use crate::stack;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -49,6 +49,7 @@ const PATIENCE: Duration = Duration::from_secs(60);
 
 #[test]
 fn the_image_users_get_runs_as_documented() {
+    let _turn = crate::common::exclusive();
     let started = Instant::now();
     let binary = release_binary();
     assert_stripped(&binary);

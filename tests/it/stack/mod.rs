@@ -1,6 +1,6 @@
 //! The alerting stack as the tests drive it: the repository's files, the real tools (`promtool`,
 //! `amtool`, Prometheus, Alertmanager) and their processes, plain HTTP on 127.0.0.1, and time
-//! stamps. Shared by tests/alerting.rs and tests/alerting_e2e.rs, which both declare
+//! stamps. Shared by tests/it/alerting.rs and tests/it/alerting_e2e.rs, which both declare
 //! `mod common;` (local servers, used by the webhook recorder) and `mod stack;`.
 //!
 //! A missing tool fails the test that needs it and names the Debian package to install

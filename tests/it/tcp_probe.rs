@@ -1,7 +1,7 @@
 //! The `tcp` kind against real servers on 127.0.0.1: connect, send/expect, TLS.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use vigil::probe::{Level, Reason};

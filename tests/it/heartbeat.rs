@@ -3,7 +3,7 @@
 //! the probe was first configured) surviving a restart (kept in `<state_dir>/heartbeats.json`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

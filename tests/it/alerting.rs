@@ -9,14 +9,13 @@
 //! inhibition against a real Alertmanager fed alerts as Prometheus sends them, and the
 //! notification templates.
 //!
-//! Grafana cannot run here: the dashboards are checked as JSON (tests/stack/json.rs, a small
+//! Grafana cannot run here: the dashboards are checked as JSON (tests/it/stack/json.rs, a small
 //! parser that also refuses duplicate keys), every panel's PromQL goes through
 //! `promtool check rules`, and through `promtool test rules` against two vigil replicas (each
-//! probe counted once). tests/alerting_e2e.rs runs the same queries against a real Prometheus;
-//! the helpers both files use live in tests/stack/.
+//! probe counted once). tests/it/alerting_e2e.rs runs the same queries against a real Prometheus;
+//! the helpers both files use live in tests/it/stack/.
 
-mod common;
-mod stack;
+use crate::stack;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -734,7 +733,7 @@ impl Played {
     fn new(labels: &[(&'static str, &str)], fire_at: f64, resolve_at: Option<f64>) -> Played {
         Played {
             labels: labels.iter().map(|(k, v)| (*k, v.to_string())).collect(),
-            annotations: vec![("summary", "played by tests/alerting.rs".to_string())],
+            annotations: vec![("summary", "played by tests/it/alerting.rs".to_string())],
             fire_at,
             resolve_at,
         }
@@ -857,6 +856,7 @@ fn sequence(
 ///   only; the Watchdog the dead man's switch only.
 #[test]
 fn ladder_escalates_in_time_and_stops_for_resolved_groups_in_alertmanager() {
+    let _turn = crate::common::exclusive();
     let sink = Recorder::start();
     let dir = TempDir::new("alertmanager");
     let config = dir.file(

@@ -9,9 +9,8 @@
 //! the requests vigil makes are asserted (method, path, watch and resourceVersion parameters).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "kubernetes/api_server.rs"]
 mod api_server;
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

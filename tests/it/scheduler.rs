@@ -1,7 +1,7 @@
 //! The scheduler: intervals, retries counted, and a hanging target that delays nobody else.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -53,6 +53,7 @@ fn value(metrics: &str, prefix: &str) -> Option<f64> {
 
 #[test]
 fn metrics_answer_within_a_second_under_1100_idle_connections_at_1024_descriptors() {
+    let _turn = crate::common::exclusive();
     let target = common::serve_in_thread(Router::new().route("/ok", get(|| async { "fine" })));
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("vigil.yml");
@@ -163,6 +164,7 @@ fn time_to_close(port: u16, limit: Duration, mut feed: impl FnMut(&mut TcpStream
 
 #[test]
 fn slow_clients_are_cut_off_at_the_read_timeout() {
+    let _turn = crate::common::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("vigil.yml");
     std::fs::write(&config, "probes:\n  - {name: a, kind: tcp, address: '127.0.0.1:1'}\n").unwrap();
@@ -228,6 +230,7 @@ fn slow_clients_are_cut_off_at_the_read_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cap_closes_the_idle_first_and_stalled_readers_are_dropped() {
+    let _turn = crate::common::exclusive();
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let endless = || {
         let chunks =

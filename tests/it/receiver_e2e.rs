@@ -1,5 +1,5 @@
 //! `vigil receiver` end to end, with real components only, all on 127.0.0.1: a real Docker engine
-//! (tests/common/docker.rs) running container `web-1`, whose health check always fails; the
+//! (tests/it/common/docker.rs) running container `web-1`, whose health check always fails; the
 //! `vigil receiver` binary with `dry_run: false`, configured to restart `web-1` on that engine;
 //! and Alertmanager 0.25 (Debian's `prometheus-alertmanager`) delivering to it. The test posts
 //! alerts to Alertmanager's API as Prometheus would, and checks what the receiver does through
@@ -31,8 +31,8 @@
 //! SIGTERM). The test takes about 10 seconds.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-mod stack;
+use crate::common;
+use crate::stack;
 
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -154,6 +154,7 @@ fn triple(alertname: &str, target: &str, decision: &str) -> (String, String, Str
 
 #[test]
 fn alertmanager_to_receiver_restarts_a_docker_container_once_within_its_guards() {
+    let _turn = crate::common::exclusive();
     let begun = Instant::now();
     let dir = TempDir::new("receiver-e2e");
     let engine = Engine::start();

@@ -2,7 +2,7 @@
 //! `promtool check metrics`, reloads, and the listener on a real socket with TLS and basic auth.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

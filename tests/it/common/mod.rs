@@ -13,6 +13,34 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The turn of a heavy test: while it is held, no other heavy test of this binary runs.
+///
+/// Heavy tests (real Prometheus and Alertmanager, blackbox_exporter, a Docker engine, thousands of
+/// connections, timeouts measured to a tenth of a second) each take it first, so that two of them
+/// never share the machine's two cores and every figure they measure stays clean. Given back on
+/// drop; a test that panicked while holding it gives it back too.
+pub struct Exclusive(());
+
+static HEAVY: Mutex<bool> = Mutex::new(false);
+static HEAVY_FREED: std::sync::Condvar = std::sync::Condvar::new();
+
+/// Waits for, and takes, the heavy tests' turn (see [`Exclusive`]).
+pub fn exclusive() -> Exclusive {
+    let mut taken = HEAVY.lock().unwrap_or_else(|p| p.into_inner());
+    while *taken {
+        taken = HEAVY_FREED.wait(taken).unwrap_or_else(|p| p.into_inner());
+    }
+    *taken = true;
+    Exclusive(())
+}
+
+impl Drop for Exclusive {
+    fn drop(&mut self) {
+        *HEAVY.lock().unwrap_or_else(|p| p.into_inner()) = false;
+        HEAVY_FREED.notify_one();
+    }
+}
+
 use axum::Router;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SanType};
 use time::OffsetDateTime;

@@ -1,7 +1,7 @@
 //! The `http` kind against real servers on 127.0.0.1 (plain and TLS, certificates made here).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, SystemTime};
 

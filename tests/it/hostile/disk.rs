@@ -98,6 +98,7 @@ fn failures(metrics: &str) -> Option<u64> {
 
 #[test]
 fn history_store_recovers_after_a_full_disk() {
+    let _turn = crate::common::exclusive();
     let disk = Tmpfs::mount("2m").expect("mount -t tmpfs: the test needs root (no test is skipped)");
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("vigil.yml");
@@ -201,6 +202,7 @@ fn push(port: u16, token: &str) -> String {
 
 #[test]
 fn kill_9_loses_no_acknowledged_heartbeat_and_leaves_the_store_intact() {
+    let _turn = crate::common::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("vigil.yml");
     let token = "0123456789abcdef-kill";

@@ -1,7 +1,7 @@
 //! The `vigil` binary as a user runs it: `check`, `once`, and `run` with signals.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

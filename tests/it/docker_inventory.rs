@@ -1,10 +1,10 @@
-//! The Docker inventory against a real engine (started by the test; see tests/common/docker.rs):
+//! The Docker inventory against a real engine (started by the test; see tests/it/common/docker.rs):
 //! healthy and unhealthy health checks, an exit code, a crash loop, a compose container removed
 //! and re-created (its restart counter keeps counting, also across a restart of vigil), an OOM
 //! kill, label selection, and the engine stopped and started again.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
@@ -46,6 +46,7 @@ fn metrics(app: &App) -> String {
 
 #[test]
 fn containers_from_a_real_engine() {
+    let _turn = crate::common::exclusive();
     let mut engine = Engine::start();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -195,6 +196,7 @@ fn containers_from_a_real_engine() {
 
 #[test]
 fn select_label_limits_the_containers_watched() {
+    let _turn = crate::common::exclusive();
     let engine = Engine::start();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

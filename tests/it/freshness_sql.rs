@@ -3,7 +3,7 @@
 //! passwords, missing tables and a server that is down.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use common::db::{MariaDb, Postgres};
 use vigil::probe::{Level, Reason};

@@ -6,7 +6,7 @@
 //! and another replica holding the Lease.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::convert::Infallible;
 use std::time::Duration;

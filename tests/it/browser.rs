@@ -4,7 +4,7 @@
 //! a reload. A screenshot is left in target/status-page.png.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -242,6 +242,7 @@ async fn switchable_target(failing: Arc<AtomicBool>) -> SocketAddr {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_shows_levels_and_follows_a_failing_target_live() {
+    let _turn = crate::common::exclusive();
     let failing = Arc::new(AtomicBool::new(false));
     let target = switchable_target(failing.clone()).await;
     let closed = common::closed_port();

@@ -1,7 +1,7 @@
 //! Conformance with blackbox_exporter (issue 11): Debian's prometheus-blackbox-exporter 0.23 and
 //! `vigil run --blackbox.config-file` load the same blackbox config
 //! (tests/testdata/conformance/blackbox.yml) and probe the same local targets
-//! (tests/conformance/targets.rs). For every case of the corpus below, both answers are parsed
+//! (tests/it/conformance/targets.rs). For every case of the corpus below, both answers are parsed
 //! and must agree on `probe_success`, on the set of series and their label sets, on HELP and
 //! TYPE, and on every value that is not a timing; vigil's own `vigil_*` series are left out.
 //! What differs on purpose is listed once, in [`DELIBERATE`], with the reason, and the README's
@@ -12,17 +12,14 @@
 //! the DNS failures, run inside a private network namespace (`unshare --net`, loopback up) so no
 //! query leaves the machine. Nothing is skipped: a missing tool fails with its Debian package.
 //!
-//! `cargo test --test conformance -- --nocapture` prints the table of differences per case.
+//! `cargo test --test it conformance:: -- --nocapture` prints the table of differences per case.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-mod stack;
+use crate::common;
+use crate::stack;
 
-#[path = "conformance/exporters.rs"]
 mod exporters;
-#[path = "conformance/exposition.rs"]
 mod exposition;
-#[path = "conformance/targets.rs"]
 mod targets;
 
 use std::collections::BTreeSet;
@@ -320,8 +317,8 @@ struct Bench {
     other: Other,
     /// The config, the token file, the logs; removed last.
     _dir: tempfile::TempDir,
-    /// This test's turn (see [`ONE_BENCH_AT_A_TIME`]), given back last.
-    _turn: std::sync::MutexGuard<'static, ()>,
+    /// This test's turn (see [`common::exclusive`]), given back last.
+    _turn: common::Exclusive,
 }
 
 /// What blackbox is compared with.
@@ -332,14 +329,10 @@ enum Other {
     Blackbox(stack::Server),
 }
 
-/// Taken by each test that runs exporters, so that they run one at a time: the timeout cases
-/// measure durations to a tenth of a second, which two 64 MiB transfers in parallel would blur.
-static ONE_BENCH_AT_A_TIME: Mutex<()> = Mutex::new(());
-
 fn bench(other: fn(&Path, &Path) -> Other) -> Bench {
-    let turn = ONE_BENCH_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    // One test that runs exporters at a time: the timeout cases measure durations to a tenth of
+    // a second, which two 64 MiB transfers in parallel would blur.
+    let turn = common::exclusive();
     let targets = Targets::start();
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
@@ -830,7 +823,7 @@ const IN_NAMESPACE: &str = "VIGIL_CONFORMANCE_IN_NAMESPACE";
 
 #[test]
 fn dns_failures_inside_a_private_network_namespace() {
-    const NAME: &str = "dns_failures_inside_a_private_network_namespace";
+    const NAME: &str = "conformance::dns_failures_inside_a_private_network_namespace";
     if std::env::var_os(IN_NAMESPACE).is_some() {
         // Inside: only loopback exists, so both resolvers fail and no query leaves the machine.
         let ip = ["ip", "/usr/sbin/ip", "/sbin/ip"]
@@ -849,9 +842,7 @@ fn dns_failures_inside_a_private_network_namespace() {
         return;
     }
     // Outside: this same test, run again by this binary inside `unshare --net`.
-    let _turn = ONE_BENCH_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _turn = common::exclusive();
     let exe = std::env::current_exe().unwrap();
     let out = Command::new("unshare")
         .arg("--net")
@@ -941,7 +932,7 @@ fn readme_lists_exactly_the_deliberate_differences() {
     let extra: Vec<_> = readme.difference(&code).collect();
     assert!(
         missing.is_empty() && extra.is_empty(),
-        "README.md's deliberate differences and tests/conformance.rs's DELIBERATE differ\n\
+        "README.md's deliberate differences and tests/it/conformance.rs's DELIBERATE differ\n\
          only in the test: {missing:#?}\nonly in README.md: {extra:#?}"
     );
     let cases: BTreeSet<&str> = MAIN.iter().chain(MEMORY).chain(NAMESPACE).map(|c| c.name).collect();

@@ -5,7 +5,7 @@
 //! shapes (path, `Authorization`, JSON body) and answers 429 and 500 as those APIs do.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

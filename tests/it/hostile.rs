@@ -8,12 +8,11 @@
 //! - `disk`: the history store on a full disk (a real tmpfs, mounted by the test as root) and
 //!   under kill -9.
 //!
-//! Each module prints how many cases it ran and what it measured (`cargo test --test hostile --
+//! Each module prints how many cases it ran and what it measured (`cargo test --test it hostile:: --
 //! --nocapture` shows the figures).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../common/mod.rs"]
-mod common;
+use crate::common;
 
 mod configs;
 mod disk;
