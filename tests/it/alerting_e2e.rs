@@ -148,6 +148,15 @@ struct Stack {
     _dir: TempDir,
 }
 
+/// Prometheus re-sends a firing alert every `--rules.alert.resend-delay` (1m), and drops what
+/// it sends before it has discovered the Alertmanager, which the Watchdog, firing at the first
+/// evaluation, may be; each alert it sends lasts 4 resend delays unless re-sent, which is what
+/// bridges a Prometheus restart (4m in production, against a restart of seconds). Not scaled to
+/// 1s: 5s makes the bridge 20s, longer than a restart of Prometheus on a busy 2-core machine
+/// (its WAL replayed, the Alertmanager found, the `for` states restored: up to 7s seen), and
+/// the Watchdog's resend still comes within 5s.
+const RESEND_DELAY: &str = "--rules.alert.resend-delay=5s";
+
 impl Stack {
     fn start() -> Stack {
         let dir = TempDir::new("e2e");
@@ -232,10 +241,7 @@ impl Stack {
             &promtool(&["check", "config", path_str(&prometheus_config)]),
         );
         let started = SystemTime::now();
-        // Prometheus re-sends a firing alert every --rules.alert.resend-delay (1m), and drops
-        // what it sends before it has discovered the Alertmanager, which the Watchdog, firing
-        // at the first evaluation, may be: scaled like the rest, the resend comes after 2s.
-        let prometheus = stack::prometheus(&prometheus_config, &dir.0, port, &["--rules.alert.resend-delay=2s"]);
+        let prometheus = stack::prometheus(&prometheus_config, &dir.0, port, &[RESEND_DELAY]);
 
         Stack {
             prometheus,
@@ -256,12 +262,7 @@ impl Stack {
     fn restart_prometheus(&mut self) {
         let port = self.prometheus.port;
         self.prometheus.stop();
-        self.prometheus = stack::prometheus(
-            &self.prometheus_config,
-            &self._dir.0,
-            port,
-            &["--rules.alert.resend-delay=2s"],
-        );
+        self.prometheus = stack::prometheus(&self.prometheus_config, &self._dir.0, port, &[RESEND_DELAY]);
     }
 
     /// An instant query; Ok(the result list) or Err(Prometheus' error).
