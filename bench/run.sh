@@ -283,10 +283,10 @@ modules:
 EOF
   echo "bench: starting vigil ($VIGIL_VERSION) on 127.0.0.1:$V_PORT"
   "$VIGIL_BIN" run --config "$TMP/vigil/probe.yml" --web.listen-address "127.0.0.1:$V_PORT" \
-    --log.level warn >"$TMP/vigil/probe.log" 2>&1 &
+    --storage.path "$TMP/vigil/probe-data" --log.level warn >"$TMP/vigil/probe.log" 2>&1 &
   V_PID=$!
   PIDS+=("$V_PID")
-  COMMANDS+=("vigil run --config TMP/probe.yml --web.listen-address 127.0.0.1:PORT --log.level warn   # probes: [], modules: http_2xx: {kind: http, valid_status: [\"200-299\"]}")
+  COMMANDS+=("vigil run --config TMP/probe.yml --web.listen-address 127.0.0.1:PORT --storage.path TMP/probe-data --log.level warn   # probes: [], modules: http_2xx: {kind: http, valid_status: [\"200-299\"]}")
   wait_http "http://127.0.0.1:$V_PORT/metrics" 30 "$V_PID" || die "vigil did not come up" "$TMP/vigil/probe.log"
   bench_exporter vigil "$V_PID" "$V_PORT" "$TMP/vigil/probe.log"
   stop_pid "$V_PID"
@@ -300,10 +300,10 @@ if want selfsched; then
     --timeout "$BENCH_SS_TIMEOUT" --out "$TMP/vigil/selfsched.yml"
   echo "bench: starting vigil self-scheduled with $BENCH_N probes (interval $BENCH_SS_INTERVAL) on 127.0.0.1:$S_PORT"
   "$VIGIL_BIN" run --config "$TMP/vigil/selfsched.yml" --web.listen-address "127.0.0.1:$S_PORT" \
-    --log.level warn >"$TMP/vigil/selfsched.log" 2>&1 &
+    --storage.path "$TMP/vigil/selfsched-data" --log.level warn >"$TMP/vigil/selfsched.log" 2>&1 &
   S_PID=$!
   PIDS+=("$S_PID")
-  COMMANDS+=("vigil run --config TMP/selfsched.yml --web.listen-address 127.0.0.1:PORT --log.level warn   # defaults: {interval: $BENCH_SS_INTERVAL, timeout: $BENCH_SS_TIMEOUT}, $BENCH_N probes {name: tNNNNN, kind: http, url: http://127.0.0.1:NGINX/?t=N}")
+  COMMANDS+=("vigil run --config TMP/selfsched.yml --web.listen-address 127.0.0.1:PORT --storage.path TMP/selfsched-data --log.level warn   # defaults: {interval: $BENCH_SS_INTERVAL, timeout: $BENCH_SS_TIMEOUT}, $BENCH_N probes {name: tNNNNN, kind: http, url: http://127.0.0.1:NGINX/?t=N}")
   wait_http "http://127.0.0.1:$S_PORT/-/healthy" 60 "$S_PID" || die "vigil (self-scheduled) did not come up" "$TMP/vigil/selfsched.log"
   echo "bench: warm-up ${BENCH_SS_WARMUP}s, then a ${BENCH_SS_WINDOW}s window"
   bg_wait sleep "$BENCH_SS_WARMUP"

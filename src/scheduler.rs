@@ -45,7 +45,9 @@ async fn attempt(
     use futures::FutureExt;
     let started = Instant::now();
     *obs = probe.observed();
-    let run = std::panic::AssertUnwindSafe(probe.check(target, context, obs)).catch_unwind();
+    // Boxed: an attempt's future is large (every kind's state machine, the HTTP client's
+    // buffers), and the task of each probe would otherwise hold that much between runs too.
+    let run = std::panic::AssertUnwindSafe(Box::pin(probe.check(target, context, obs))).catch_unwind();
     let result = tokio::time::timeout(timeout, run).await;
     let verdict = match result {
         Ok(Ok(verdict)) => verdict,
