@@ -17,6 +17,7 @@ declare -A needed=(
   [chromium]=chromium              # a real browser for the status page test (headless)
   [chromedriver]=chromium-driver   # drives it over WebDriver
   [mmdebstrap]=mmdebstrap          # the Debian base of the container image test
+  [dnsmasq]=dnsmasq-base           # a real DNS server for the dns kind (tests/it/dns_probe.rs)
 )
 
 missing=()

@@ -17,6 +17,7 @@ use std::time::Duration;
 use figment::value::Value;
 use serde::Deserialize;
 
+use super::dns::{Dns, RrChecks, Spec as DnsSpec, Transport as DnsTransport};
 use super::http::{BasicAuth as HttpBasicAuth, HeaderPattern, Http, Spec as HttpSpec};
 use super::tcp::{QueryStep, Spec as TcpSpec, Tcp};
 use super::{Probe, ProbeKind, Role};
@@ -84,13 +85,36 @@ pub const SUPPORTED_OPTIONS: &[(&str, &str)] = &[
     ("tcp", "tls_config.insecure_skip_verify"),
     ("tcp", "tls_config.min_version"),
     ("tcp", "tls_config.max_version"),
+    ("module", "dns"),
+    ("dns", "preferred_ip_protocol"),
+    ("dns", "ip_protocol_fallback"),
+    ("dns", "transport_protocol"),
+    ("dns", "query_name"),
+    ("dns", "query_type"),
+    ("dns", "query_class"),
+    ("dns", "recursion_desired"),
+    ("dns", "valid_rcodes"),
+    ("dns", "validate_answer_rrs"),
+    ("dns", "validate_authority_rrs"),
+    ("dns", "validate_additional_rrs"),
+    ("dns", "validate_answer_rrs.fail_if_matches_regexp"),
+    ("dns", "validate_answer_rrs.fail_if_all_match_regexp"),
+    ("dns", "validate_answer_rrs.fail_if_not_matches_regexp"),
+    ("dns", "validate_answer_rrs.fail_if_none_matches_regexp"),
+    ("dns", "validate_authority_rrs.fail_if_matches_regexp"),
+    ("dns", "validate_authority_rrs.fail_if_all_match_regexp"),
+    ("dns", "validate_authority_rrs.fail_if_not_matches_regexp"),
+    ("dns", "validate_authority_rrs.fail_if_none_matches_regexp"),
+    ("dns", "validate_additional_rrs.fail_if_matches_regexp"),
+    ("dns", "validate_additional_rrs.fail_if_all_match_regexp"),
+    ("dns", "validate_additional_rrs.fail_if_not_matches_regexp"),
+    ("dns", "validate_additional_rrs.fail_if_none_matches_regexp"),
 ];
 
 /// What blackbox_exporter 0.23 knows that vigil refuses at load, by block: `(block, option,
 /// why)`.
 pub const UNSUPPORTED_OPTIONS: &[(&str, &str, &str)] = &[
     ("module", "icmp", "the icmp prober is not in vigil yet"),
-    ("module", "dns", "the dns prober is not in vigil yet"),
     ("module", "grpc", "the grpc prober is not in vigil yet"),
     (
         "http",
@@ -112,6 +136,13 @@ pub const UNSUPPORTED_OPTIONS: &[(&str, &str, &str)] = &[
         "source_ip_address",
         "vigil does not bind probes to a source address",
     ),
+    (
+        "dns",
+        "source_ip_address",
+        "vigil does not bind probes to a source address",
+    ),
+    ("dns", "dns_over_tls", "DNS over TLS is not in vigil yet"),
+    ("dns", "tls_config", "DNS over TLS is not in vigil yet"),
 ];
 
 /// What the module's keys are, as blackbox_exporter has them.
@@ -122,6 +153,7 @@ struct Module {
     timeout: Option<GoDuration>,
     http: Option<Value>,
     tcp: Option<Value>,
+    dns: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -212,6 +244,39 @@ struct QueryResponse {
     send: Option<String>,
     #[serde(default)]
     starttls: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DnsModule {
+    preferred_ip_protocol: Option<String>,
+    ip_protocol_fallback: Option<bool>,
+    transport_protocol: Option<String>,
+    query_name: Option<String>,
+    query_type: Option<String>,
+    query_class: Option<String>,
+    recursion_desired: Option<bool>,
+    #[serde(default)]
+    valid_rcodes: Vec<String>,
+    #[serde(default)]
+    validate_answer_rrs: RrValidator,
+    #[serde(default)]
+    validate_authority_rrs: RrValidator,
+    #[serde(default)]
+    validate_additional_rrs: RrValidator,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RrValidator {
+    #[serde(default)]
+    fail_if_matches_regexp: Vec<String>,
+    #[serde(default)]
+    fail_if_all_match_regexp: Vec<String>,
+    #[serde(default)]
+    fail_if_not_matches_regexp: Vec<String>,
+    #[serde(default)]
+    fail_if_none_matches_regexp: Vec<String>,
 }
 
 /// A Go duration (`5s`, `1.5s`, `500ms`, `1m30s`, `-1s`); zero or negative means none.
@@ -396,14 +461,25 @@ fn build_module(cx: &mut BuildContext, path: &str, item: &Value) -> Option<Modul
             let spec = tcp_spec(cx, &at, tcp)?;
             <Tcp as ProbeKind>::build(spec, cx, &at, Role::Module).map(|b| Probe::Tcp(Arc::new(b.settings)))
         }
-        Some(prober @ ("icmp" | "dns" | "grpc")) => {
+        Some("dns") => {
+            let at = format!("{path}.dns");
+            let block = module.dns.as_ref().map(|v| refuse_unsupported(cx, "dns", &at, v));
+            let present = block.is_some();
+            let dns: DnsModule = match &block {
+                Some(v) => cx.deserialize_struct(v, &at)?,
+                None => DnsModule::default(),
+            };
+            let spec = dns_spec(cx, &at, dns, present)?;
+            <Dns as ProbeKind>::build(spec, cx, &at, Role::Module).map(|b| Probe::Dns(Arc::new(b.settings)))
+        }
+        Some(prober @ ("icmp" | "grpc")) => {
             cx.error(&prober_path, format!("the {prober} prober is not in vigil yet"));
             None
         }
         Some(other) => {
             cx.error(
                 &prober_path,
-                format!("unknown prober `{other}`, expected one of: http, tcp (icmp, dns, grpc are not in vigil yet)"),
+                format!("unknown prober `{other}`, expected one of: http, tcp, dns (icmp, grpc are not in vigil yet)"),
             );
             None
         }
@@ -626,6 +702,96 @@ fn tcp_spec(cx: &mut BuildContext, path: &str, tcp: TcpModule) -> Option<TcpSpec
     })
 }
 
+/// Regexps as blackbox_exporter would compile them at probe time; vigil refuses a bad one at load.
+fn patterns(cx: &mut BuildContext, path: &str, texts: Vec<String>) -> Vec<Pattern> {
+    let mut out = Vec::new();
+    for (i, text) in texts.into_iter().enumerate() {
+        match regex::bytes::Regex::new(&text) {
+            Ok(re) => out.push(Pattern(re)),
+            Err(e) => cx.error(format!("{path}.{i}"), format!("invalid regex `{text}`: {e}")),
+        }
+    }
+    out
+}
+
+fn rr_checks(cx: &mut BuildContext, path: &str, rr: RrValidator) -> RrChecks {
+    RrChecks {
+        fail_if_matches_regexp: patterns(cx, &format!("{path}.fail_if_matches_regexp"), rr.fail_if_matches_regexp),
+        fail_if_all_match_regexp: patterns(
+            cx,
+            &format!("{path}.fail_if_all_match_regexp"),
+            rr.fail_if_all_match_regexp,
+        ),
+        fail_if_not_matches_regexp: patterns(
+            cx,
+            &format!("{path}.fail_if_not_matches_regexp"),
+            rr.fail_if_not_matches_regexp,
+        ),
+        fail_if_none_matches_regexp: patterns(
+            cx,
+            &format!("{path}.fail_if_none_matches_regexp"),
+            rr.fail_if_none_matches_regexp,
+        ),
+    }
+}
+
+/// A dns module in vigil's terms. blackbox's defaults: type ANY, class IN, UDP, recursion
+/// desired, `[NOERROR]`; `query_name` required when the `dns:` block exists, `.` without one.
+fn dns_spec(cx: &mut BuildContext, path: &str, dns: DnsModule, present: bool) -> Option<DnsSpec> {
+    let query_name = match dns.query_name.filter(|n| !n.is_empty()) {
+        Some(name) => name,
+        None if present => {
+            cx.error(format!("{path}.query_name"), "query name must be set for DNS module");
+            return None;
+        }
+        None => ".".to_string(),
+    };
+    let transport = match dns.transport_protocol.as_deref() {
+        None | Some("" | "udp") => DnsTransport::Udp,
+        Some("tcp") => DnsTransport::Tcp,
+        Some(other) => {
+            cx.error(
+                format!("{path}.transport_protocol"),
+                format!("`{other}` is not udp or tcp"),
+            );
+            DnsTransport::Udp
+        }
+    };
+    let valid_rcodes = if dns.valid_rcodes.is_empty() {
+        vec!["NOERROR".to_string()]
+    } else {
+        dns.valid_rcodes
+    };
+    Some(DnsSpec {
+        server: None,
+        query_name,
+        query_type: dns
+            .query_type
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| "ANY".to_string()),
+        query_class: dns
+            .query_class
+            .filter(|c| !c.is_empty())
+            .unwrap_or_else(|| "IN".to_string()),
+        transport,
+        recursion_desired: dns.recursion_desired.unwrap_or(true),
+        valid_rcodes,
+        validate_answer_rrs: rr_checks(cx, &format!("{path}.validate_answer_rrs"), dns.validate_answer_rrs),
+        validate_authority_rrs: rr_checks(
+            cx,
+            &format!("{path}.validate_authority_rrs"),
+            dns.validate_authority_rrs,
+        ),
+        validate_additional_rrs: rr_checks(
+            cx,
+            &format!("{path}.validate_additional_rrs"),
+            dns.validate_additional_rrs,
+        ),
+        ip_protocol: ip_protocol(cx, path, dns.preferred_ip_protocol.as_deref()),
+        ip_protocol_fallback: dns.ip_protocol_fallback.unwrap_or(true),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -653,6 +819,14 @@ mod tests {
         add("tcp", "", fields_of::<TcpModule>());
         add("tcp", "query_response", fields_of::<QueryResponse>());
         add("tcp", "tls_config", fields_of::<TlsConfig>());
+        add("dns", "", fields_of::<DnsModule>());
+        for section in [
+            "validate_answer_rrs",
+            "validate_authority_rrs",
+            "validate_additional_rrs",
+        ] {
+            add("dns", section, fields_of::<RrValidator>());
+        }
         let mut listed: Vec<(String, String)> = SUPPORTED_OPTIONS
             .iter()
             .map(|(p, o)| (p.to_string(), o.to_string()))

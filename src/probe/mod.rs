@@ -30,6 +30,7 @@
 //! know no kind by name.
 
 pub mod blackbox;
+pub mod dns;
 pub mod elasticsearch;
 pub mod families;
 pub mod freshness;
@@ -129,11 +130,15 @@ pub enum Reason {
     Reported,
     /// The probe panicked: a bug in vigil, reported rather than hidden.
     Internal,
+    /// A DNS answer's response code is not in `valid_rcodes`.
+    Rcode,
+    /// A DNS answer's records failed a regexp check.
+    Records,
 }
 
 impl Reason {
     /// Every reason.
-    pub const ALL: [Reason; 19] = [
+    pub const ALL: [Reason; 21] = [
         Reason::Timeout,
         Reason::Dns,
         Reason::Connect,
@@ -153,6 +158,8 @@ impl Reason {
         Reason::Stale,
         Reason::Reported,
         Reason::Internal,
+        Reason::Rcode,
+        Reason::Records,
     ];
 
     /// What any kind can end with, whatever it checks: the scheduler's timeout and latency
@@ -186,6 +193,8 @@ impl Reason {
             Reason::Stale => "stale",
             Reason::Reported => "reported",
             Reason::Internal => "internal",
+            Reason::Rcode => "rcode",
+            Reason::Records => "records",
         }
     }
 }
@@ -641,6 +650,7 @@ macro_rules! kinds {
 kinds! {
     Http => http::Http;
     Tcp => tcp::Tcp;
+    Dns => dns::Dns;
     Elasticsearch => elasticsearch::Elasticsearch;
     Sql => sql::Sql;
     Heartbeat => heartbeat::Heartbeat;

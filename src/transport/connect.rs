@@ -123,6 +123,39 @@ pub async fn connect(
 ) -> Result<Socket, TransportError> {
     let permit = sockets.acquire().await;
     let started = Instant::now();
+    let addrs = resolve(host, port, prefer, fallback, dialled).await?;
+    let resolve = dialled.resolve;
+    let mut last_error = None;
+    for addr in addrs {
+        dialled.addr = Some(addr);
+        match TcpStream::connect(addr).await {
+            Ok(stream) => {
+                // Requests are written whole; no need to wait for more.
+                let _ = stream.set_nodelay(true);
+                dialled.connect = started.elapsed() - resolve;
+                return Ok(Socket {
+                    stream,
+                    _permit: permit,
+                });
+            }
+            Err(e) => last_error = Some(format!("connect to {addr}: {e}")),
+        }
+    }
+    dialled.connect = started.elapsed() - resolve;
+    Err(TransportError::new(ErrorKind::Connect, last_error.unwrap_or_default()))
+}
+
+/// Resolves `host` for `port`, preferred IP version first; with `fallback` the other version's
+/// addresses follow (in the resolver's order), otherwise only the preferred are kept. Sets
+/// `dialled.resolve` either way; an empty answer is an error of kind `Dns`.
+pub async fn resolve(
+    host: &str,
+    port: u16,
+    prefer: IpProtocol,
+    fallback: bool,
+    dialled: &mut Dialled,
+) -> Result<Vec<SocketAddr>, TransportError> {
+    let started = Instant::now();
     let literal = host.trim_start_matches('[').trim_end_matches(']');
     let looked_up = match literal.parse::<IpAddr>() {
         Ok(ip) => Ok(vec![SocketAddr::new(ip, port)]),
@@ -148,8 +181,7 @@ pub async fn connect(
     } else {
         addrs.retain(preferred);
     }
-    let resolve = started.elapsed();
-    dialled.resolve = resolve;
+    dialled.resolve = started.elapsed();
     if addrs.is_empty() {
         let family = match prefer {
             IpProtocol::Ip4 => "IPv4",
@@ -160,24 +192,7 @@ pub async fn connect(
             format!("{host} has no {family} address"),
         ));
     }
-    let mut last_error = None;
-    for addr in addrs {
-        dialled.addr = Some(addr);
-        match TcpStream::connect(addr).await {
-            Ok(stream) => {
-                // Requests are written whole; no need to wait for more.
-                let _ = stream.set_nodelay(true);
-                dialled.connect = started.elapsed() - resolve;
-                return Ok(Socket {
-                    stream,
-                    _permit: permit,
-                });
-            }
-            Err(e) => last_error = Some(format!("connect to {addr}: {e}")),
-        }
-    }
-    dialled.connect = started.elapsed() - resolve;
-    Err(TransportError::new(ErrorKind::Connect, last_error.unwrap_or_default()))
+    Ok(addrs)
 }
 
 /// blackbox_exporter's `probe_ip_addr_hash`: FNV-1a (32 bit) over the address' bytes, 4 for an

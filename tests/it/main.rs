@@ -18,6 +18,7 @@ mod config_files;
 mod conformance;
 mod conformance_options;
 mod container_image;
+mod dns_probe;
 mod docker_inventory;
 mod freshness_elasticsearch;
 mod freshness_sql;

@@ -56,7 +56,49 @@ pub struct Targets {
     pub smtp: u16,
     /// Nothing listens there.
     pub closed: u16,
+    /// A DNS server (dnsmasq, package `dnsmasq-base`) on 127.0.0.1, UDP and TCP, with the
+    /// records of [`DNSMASQ_RECORDS`].
+    pub dns: u16,
     pub certs: Certs,
+    dnsmasq: Option<std::process::Child>,
+}
+
+/// What the conformance DNS server knows: names under vigil.test it lacks are NXDOMAIN, names
+/// elsewhere REFUSED (it has no upstream).
+const DNSMASQ_RECORDS: &[&str] = &[
+    "--local=/vigil.test/",
+    "--host-record=ok.vigil.test,127.0.0.1,::1",
+    "--txt-record=txt.vigil.test,hello world",
+    "--mx-host=vigil.test,mail.vigil.test,10",
+];
+
+fn dnsmasq(port: u16) -> std::process::Child {
+    let child = std::process::Command::new("dnsmasq")
+        .args([
+            "--keep-in-foreground",
+            "--no-resolv",
+            "--no-hosts",
+            "--no-poll",
+            "--bind-interfaces",
+            "--listen-address=127.0.0.1",
+            "--pid-file=",
+            "--user=root",
+            &format!("--port={port}"),
+        ])
+        .args(DNSMASQ_RECORDS)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("dnsmasq ({e}): install the Debian package `dnsmasq-base`"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dnsmasq did not listen on port {port}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child
 }
 
 impl Targets {
@@ -101,7 +143,9 @@ impl Targets {
                 silent: port(&silent),
                 smtp: port(&smtp),
                 closed: ports.closed,
+                dns: closed_port(),
                 certs: certs.clone(),
+                dnsmasq: None,
             };
             spawn_http(tls12, Some(certs.acceptor(&certs.valid, true)), ports);
             spawn_http(self_signed, Some(certs.acceptor(&certs.self_signed, false)), ports);
@@ -118,6 +162,7 @@ impl Targets {
             targets
         });
         targets.runtime = Some(runtime);
+        targets.dnsmasq = Some(dnsmasq(targets.dns));
         targets
     }
 
@@ -135,6 +180,7 @@ impl Targets {
             ("{silent}", self.silent),
             ("{smtp}", self.smtp),
             ("{closed}", self.closed),
+            ("{dns}", self.dns),
         ];
         let mut out = template
             .replace("{user}", AUTH_USER)
@@ -152,6 +198,10 @@ impl Targets {
 
 impl Drop for Targets {
     fn drop(&mut self) {
+        if let Some(mut child) = self.dnsmasq.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
