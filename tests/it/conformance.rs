@@ -261,6 +261,8 @@ const MAIN: &[Case] = &[
     case("dns_answer_all_match_inverted", "dns_answer_all_match", "127.0.0.1:{dns}", Down),
     case("dns_authority_not_matches", "dns_authority_not_matches", "127.0.0.1:{dns}", Down),
     case("dns_without_block", "dns_without_block", "127.0.0.1:{dns}", Down),
+    case("dns_truncated_udp", "dns_big_udp", "127.0.0.1:{dns}", Up),
+    case("dns_big_tcp", "dns_big_tcp", "127.0.0.1:{dns}", Up),
     case("dns_closed_udp", "dns_a", "127.0.0.1:{closed}", Down),
     case("dns_closed_tcp", "dns_aaaa_tcp", "127.0.0.1:{closed}", Down),
     case("tcp_connect", "tcp_connect", "127.0.0.1:{http}", Up),

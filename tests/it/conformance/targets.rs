@@ -70,6 +70,20 @@ const DNSMASQ_RECORDS: &[&str] = &[
     "--host-record=ok.vigil.test,127.0.0.1,::1",
     "--txt-record=txt.vigil.test,hello world",
     "--mx-host=vigil.test,mail.vigil.test,10",
+    // Twelve TXT records of 70 bytes: more than a 512-byte UDP answer holds, so over UDP the
+    // answer comes truncated (six records, TC set) and is taken as it is; over TCP it is whole.
+    "--txt-record=big.vigil.test,record-number-01-padding-padding-padding-padding-padding-padding",
+    "--txt-record=big.vigil.test,record-number-02-padding-padding-padding-padding-padding-padding",
+    "--txt-record=big.vigil.test,record-number-03-padding-padding-padding-padding-padding-padding",
+    "--txt-record=big.vigil.test,record-number-04-padding-padding-padding-padding-padding-padding",
+    "--txt-record=big.vigil.test,record-number-05-padding-padding-padding-padding-padding-padding",
+    "--txt-record=big.vigil.test,record-number-06-padding-padding-padding-padding-padding-padding",
+    "--txt-record=big.vigil.test,record-number-07-padding-padding-padding-padding-padding-padding",
+    "--txt-record=big.vigil.test,record-number-08-padding-padding-padding-padding-padding-padding",
+    "--txt-record=big.vigil.test,record-number-09-padding-padding-padding-padding-padding-padding",
+    "--txt-record=big.vigil.test,record-number-10-padding-padding-padding-padding-padding-padding",
+    "--txt-record=big.vigil.test,record-number-11-padding-padding-padding-padding-padding-padding",
+    "--txt-record=big.vigil.test,record-number-12-padding-padding-padding-padding-padding-padding",
 ];
 
 fn dnsmasq(port: u16) -> std::process::Child {
