@@ -258,25 +258,14 @@ struct DnsModule {
     recursion_desired: Option<bool>,
     #[serde(default)]
     valid_rcodes: Vec<String>,
+    // The same checks as vigil's own dns config: regexps compiled as they are read, so a bad
+    // one is refused at load with its line (blackbox_exporter compiles them at probe time).
     #[serde(default)]
-    validate_answer_rrs: RrValidator,
+    validate_answer_rrs: RrChecks,
     #[serde(default)]
-    validate_authority_rrs: RrValidator,
+    validate_authority_rrs: RrChecks,
     #[serde(default)]
-    validate_additional_rrs: RrValidator,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RrValidator {
-    #[serde(default)]
-    fail_if_matches_regexp: Vec<String>,
-    #[serde(default)]
-    fail_if_all_match_regexp: Vec<String>,
-    #[serde(default)]
-    fail_if_not_matches_regexp: Vec<String>,
-    #[serde(default)]
-    fail_if_none_matches_regexp: Vec<String>,
+    validate_additional_rrs: RrChecks,
 }
 
 /// A Go duration (`5s`, `1.5s`, `500ms`, `1m30s`, `-1s`); zero or negative means none.
@@ -702,39 +691,6 @@ fn tcp_spec(cx: &mut BuildContext, path: &str, tcp: TcpModule) -> Option<TcpSpec
     })
 }
 
-/// Regexps as blackbox_exporter would compile them at probe time; vigil refuses a bad one at load.
-fn patterns(cx: &mut BuildContext, path: &str, texts: Vec<String>) -> Vec<Pattern> {
-    let mut out = Vec::new();
-    for (i, text) in texts.into_iter().enumerate() {
-        match regex::bytes::Regex::new(&text) {
-            Ok(re) => out.push(Pattern(re)),
-            Err(e) => cx.error(format!("{path}.{i}"), format!("invalid regex `{text}`: {e}")),
-        }
-    }
-    out
-}
-
-fn rr_checks(cx: &mut BuildContext, path: &str, rr: RrValidator) -> RrChecks {
-    RrChecks {
-        fail_if_matches_regexp: patterns(cx, &format!("{path}.fail_if_matches_regexp"), rr.fail_if_matches_regexp),
-        fail_if_all_match_regexp: patterns(
-            cx,
-            &format!("{path}.fail_if_all_match_regexp"),
-            rr.fail_if_all_match_regexp,
-        ),
-        fail_if_not_matches_regexp: patterns(
-            cx,
-            &format!("{path}.fail_if_not_matches_regexp"),
-            rr.fail_if_not_matches_regexp,
-        ),
-        fail_if_none_matches_regexp: patterns(
-            cx,
-            &format!("{path}.fail_if_none_matches_regexp"),
-            rr.fail_if_none_matches_regexp,
-        ),
-    }
-}
-
 /// A dns module in vigil's terms. blackbox's defaults: type ANY, class IN, UDP, recursion
 /// desired, `[NOERROR]`; `query_name` required when the `dns:` block exists, `.` without one.
 fn dns_spec(cx: &mut BuildContext, path: &str, dns: DnsModule, present: bool) -> Option<DnsSpec> {
@@ -776,17 +732,9 @@ fn dns_spec(cx: &mut BuildContext, path: &str, dns: DnsModule, present: bool) ->
         transport,
         recursion_desired: dns.recursion_desired.unwrap_or(true),
         valid_rcodes,
-        validate_answer_rrs: rr_checks(cx, &format!("{path}.validate_answer_rrs"), dns.validate_answer_rrs),
-        validate_authority_rrs: rr_checks(
-            cx,
-            &format!("{path}.validate_authority_rrs"),
-            dns.validate_authority_rrs,
-        ),
-        validate_additional_rrs: rr_checks(
-            cx,
-            &format!("{path}.validate_additional_rrs"),
-            dns.validate_additional_rrs,
-        ),
+        validate_answer_rrs: dns.validate_answer_rrs,
+        validate_authority_rrs: dns.validate_authority_rrs,
+        validate_additional_rrs: dns.validate_additional_rrs,
         ip_protocol: ip_protocol(cx, path, dns.preferred_ip_protocol.as_deref()),
         ip_protocol_fallback: dns.ip_protocol_fallback.unwrap_or(true),
     })
@@ -825,7 +773,7 @@ mod tests {
             "validate_authority_rrs",
             "validate_additional_rrs",
         ] {
-            add("dns", section, fields_of::<RrValidator>());
+            add("dns", section, fields_of::<RrChecks>());
         }
         let mut listed: Vec<(String, String)> = SUPPORTED_OPTIONS
             .iter()

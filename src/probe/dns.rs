@@ -483,53 +483,48 @@ fn record_text(record: &Record) -> String {
     )
 }
 
+/// The first record of `texts` that `pattern` misses.
+fn first_miss<'a>(texts: &'a [String], pattern: &Pattern) -> Option<&'a String> {
+    texts.iter().find(|t| !pattern.is_match(t.as_bytes()))
+}
+
 /// The first failed check of one section's records, as blackbox_exporter orders them.
 fn check_section(checks: &RrChecks, records: &[Record]) -> Option<String> {
     let texts: Vec<String> = records.iter().map(record_text).collect();
+    let matched = |p: &Pattern, t: &String| p.is_match(t.as_bytes());
     for pattern in &checks.fail_if_matches_regexp {
-        if let Some(text) = texts.iter().find(|t| pattern.is_match(t.as_bytes())) {
+        if let Some(text) = texts.iter().find(|t| matched(pattern, t)) {
             return Some(format!(
                 "`{text}` matches fail_if_matches_regexp /{}/",
                 pattern.as_str()
             ));
         }
     }
-    if !checks.fail_if_all_match_regexp.is_empty() {
-        for pattern in &checks.fail_if_all_match_regexp {
-            if let Some(text) = texts.iter().find(|t| !pattern.is_match(t.as_bytes())) {
-                return Some(format!(
-                    "`{text}` does not match fail_if_all_match_regexp /{}/ (blackbox_exporter's inverted logic)",
-                    pattern.as_str()
-                ));
-            }
-        }
-    }
-    if !checks.fail_if_not_matches_regexp.is_empty() {
-        if texts.is_empty() {
-            return Some("no record to match fail_if_not_matches_regexp".to_string());
-        }
-        for pattern in &checks.fail_if_not_matches_regexp {
-            if let Some(text) = texts.iter().find(|t| !pattern.is_match(t.as_bytes())) {
-                return Some(format!(
-                    "`{text}` does not match fail_if_not_matches_regexp /{}/",
-                    pattern.as_str()
-                ));
-            }
-        }
-    }
-    if !checks.fail_if_none_matches_regexp.is_empty() {
-        let any = texts.iter().any(|t| {
-            checks
-                .fail_if_none_matches_regexp
-                .iter()
-                .any(|p| p.is_match(t.as_bytes()))
-        });
-        if !any {
+    for pattern in &checks.fail_if_all_match_regexp {
+        if let Some(text) = first_miss(&texts, pattern) {
             return Some(format!(
-                "no record of {} matches fail_if_none_matches_regexp",
-                texts.len()
+                "`{text}` does not match fail_if_all_match_regexp /{}/ (blackbox_exporter's inverted logic)",
+                pattern.as_str()
             ));
         }
+    }
+    if !checks.fail_if_not_matches_regexp.is_empty() && texts.is_empty() {
+        return Some("no record to match fail_if_not_matches_regexp".to_string());
+    }
+    for pattern in &checks.fail_if_not_matches_regexp {
+        if let Some(text) = first_miss(&texts, pattern) {
+            return Some(format!(
+                "`{text}` does not match fail_if_not_matches_regexp /{}/",
+                pattern.as_str()
+            ));
+        }
+    }
+    let none = &checks.fail_if_none_matches_regexp;
+    if !none.is_empty() && !texts.iter().any(|t| none.iter().any(|p| matched(p, t))) {
+        return Some(format!(
+            "no record of {} matches fail_if_none_matches_regexp",
+            texts.len()
+        ));
     }
     None
 }

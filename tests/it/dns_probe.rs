@@ -4,70 +4,25 @@
 //! blackbox_exporter's `probe_dns_*` series on `/probe`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use crate::common;
-use crate::stack::free_port;
+use crate::common::dns::Dnsmasq;
 
 use axum::http::StatusCode;
 use vigil::app::App;
 use vigil::probe::{Level, Reason};
 
-/// dnsmasq on 127.0.0.1, killed on drop.
-struct Dnsmasq {
-    child: Child,
-    port: u16,
-}
-
-impl Dnsmasq {
-    fn start() -> Dnsmasq {
-        let port = free_port();
-        let child = Command::new("dnsmasq")
-            .args([
-                "--keep-in-foreground",
-                "--no-resolv",
-                "--no-hosts",
-                "--no-poll",
-                "--bind-interfaces",
-                "--listen-address=127.0.0.1",
-                &format!("--port={port}"),
-                "--pid-file=",
-                "--user=root",
-                // Names under vigil.test that it does not know are NXDOMAIN; others REFUSED.
-                "--local=/vigil.test/",
-                "--host-record=ok.vigil.test,127.0.0.1,::1",
-                "--txt-record=txt.vigil.test,hello world",
-                "--mx-host=vigil.test,mail.vigil.test,10",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("dnsmasq ({e}): install the Debian package `dnsmasq-base`"));
-        let server = Dnsmasq { child, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "dnsmasq did not listen on port {port}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        server
-    }
-
-    fn server(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// The records of these tests: names under vigil.test it lacks are NXDOMAIN, names elsewhere
+/// REFUSED (it has no upstream).
+const RECORDS: &[&str] = &[
+    "--local=/vigil.test/",
+    "--host-record=ok.vigil.test,127.0.0.1,::1",
+    "--txt-record=txt.vigil.test,hello world",
+    "--mx-host=vigil.test,mail.vigil.test,10",
+];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_rcodes_and_record_checks_against_dnsmasq() {
-    let dns = Dnsmasq::start();
+    let dns = Dnsmasq::start(RECORDS);
     let server = dns.server();
     let closed = common::closed_port();
     let dir = tempfile::tempdir().unwrap();
@@ -124,7 +79,7 @@ async fn queries_rcodes_and_record_checks_against_dnsmasq() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probe_endpoint_publishes_blackbox_dns_series() {
-    let dns = Dnsmasq::start();
+    let dns = Dnsmasq::start(RECORDS);
     let dir = tempfile::tempdir().unwrap();
     let config = common::config(
         "modules:\n  dns_a: {kind: dns, query_name: ok.vigil.test}\n  dns_nx: {kind: dns, query_name: nope.vigil.test}\n",

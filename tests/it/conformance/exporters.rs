@@ -178,7 +178,7 @@ pub fn probe(port: u16, query: &str, scrape_timeout: Option<&str>) -> Result<Ans
     };
     let raw = &response[split + 4..];
     let body = if header_value("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-        dechunk(raw)
+        stack::dechunk(raw)
     } else {
         raw.to_vec()
     };
@@ -187,19 +187,4 @@ pub fn probe(port: u16, query: &str, scrape_timeout: Option<&str>) -> Result<Ans
         content_type: header_value("content-type").unwrap_or_default(),
         body: String::from_utf8_lossy(&body).into_owned(),
     })
-}
-
-fn dechunk(mut rest: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(end) = rest.windows(2).position(|w| w == b"\r\n") {
-        let size = std::str::from_utf8(&rest[..end]).unwrap_or("");
-        let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
-        let data = &rest[end + 2..];
-        if size == 0 || data.len() < size {
-            break;
-        }
-        out.extend_from_slice(&data[..size]);
-        rest = data[size..].strip_prefix(b"\r\n").unwrap_or(&data[size..]);
-    }
-    out
 }

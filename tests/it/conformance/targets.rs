@@ -60,7 +60,7 @@ pub struct Targets {
     /// records of [`DNSMASQ_RECORDS`].
     pub dns: u16,
     pub certs: Certs,
-    dnsmasq: Option<std::process::Child>,
+    dnsmasq: Option<crate::common::dns::Dnsmasq>,
 }
 
 /// What the conformance DNS server knows: names under vigil.test it lacks are NXDOMAIN, names
@@ -85,35 +85,6 @@ const DNSMASQ_RECORDS: &[&str] = &[
     "--txt-record=big.vigil.test,record-number-11-padding-padding-padding-padding-padding-padding",
     "--txt-record=big.vigil.test,record-number-12-padding-padding-padding-padding-padding-padding",
 ];
-
-fn dnsmasq(port: u16) -> std::process::Child {
-    let child = std::process::Command::new("dnsmasq")
-        .args([
-            "--keep-in-foreground",
-            "--no-resolv",
-            "--no-hosts",
-            "--no-poll",
-            "--bind-interfaces",
-            "--listen-address=127.0.0.1",
-            "--pid-file=",
-            "--user=root",
-            &format!("--port={port}"),
-        ])
-        .args(DNSMASQ_RECORDS)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("dnsmasq ({e}): install the Debian package `dnsmasq-base`"));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "dnsmasq did not listen on port {port}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    child
-}
 
 impl Targets {
     pub fn start() -> Targets {
@@ -157,7 +128,7 @@ impl Targets {
                 silent: port(&silent),
                 smtp: port(&smtp),
                 closed: ports.closed,
-                dns: closed_port(),
+                dns: 0,
                 certs: certs.clone(),
                 dnsmasq: None,
             };
@@ -176,7 +147,9 @@ impl Targets {
             targets
         });
         targets.runtime = Some(runtime);
-        targets.dnsmasq = Some(dnsmasq(targets.dns));
+        let dnsmasq = crate::common::dns::Dnsmasq::start(DNSMASQ_RECORDS);
+        targets.dns = dnsmasq.port;
+        targets.dnsmasq = Some(dnsmasq);
         targets
     }
 
@@ -212,10 +185,6 @@ impl Targets {
 
 impl Drop for Targets {
     fn drop(&mut self) {
-        if let Some(mut child) = self.dnsmasq.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }

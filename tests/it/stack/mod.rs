@@ -288,7 +288,7 @@ pub fn http(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<
 }
 
 /// The payload of a `Transfer-Encoding: chunked` body (Go's servers use it for long answers).
-fn dechunk(mut rest: &[u8]) -> Vec<u8> {
+pub fn dechunk(mut rest: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(end) = rest.windows(2).position(|w| w == b"\r\n") {
         let size = std::str::from_utf8(&rest[..end]).unwrap_or("");
