@@ -47,7 +47,11 @@ async fn attempt(
     *obs = probe.observed();
     // Boxed: an attempt's future is large (every kind's state machine, the HTTP client's
     // buffers), and the task of each probe would otherwise hold that much between runs too.
-    let run = std::panic::AssertUnwindSafe(Box::pin(probe.check(target, context, obs))).catch_unwind();
+    let run = std::panic::AssertUnwindSafe(Box::pin(crate::probe::with_deadline(
+        started + timeout,
+        probe.check(target, context, obs),
+    )))
+    .catch_unwind();
     let result = tokio::time::timeout(timeout, run).await;
     let verdict = match result {
         Ok(Ok(verdict)) => verdict,
@@ -60,7 +64,8 @@ async fn attempt(
             )
         }
     };
-    (verdict, started.elapsed())
+    let took = verdict.latency.unwrap_or_else(|| started.elapsed());
+    (verdict, took)
 }
 
 /// Runs `probe` against `target` with `timing`'s timeout, retries and thresholds.

@@ -94,5 +94,6 @@ pub fn context_for(config: &Config) -> crate::Result<CheckContext> {
     Ok(CheckContext {
         heartbeats: Arc::new(heartbeats),
         sockets: Sockets::unlimited(),
+        pings: Arc::default(),
     })
 }

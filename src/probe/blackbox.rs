@@ -19,6 +19,7 @@ use serde::Deserialize;
 
 use super::dns::{Dns, RrChecks, Spec as DnsSpec, Transport as DnsTransport};
 use super::http::{BasicAuth as HttpBasicAuth, HeaderPattern, Http, Spec as HttpSpec};
+use super::icmp::{Icmp, Spec as IcmpSpec};
 use super::tcp::{QueryStep, Spec as TcpSpec, Tcp};
 use super::{Probe, ProbeKind, Role};
 use crate::config::{ModuleDef, Timing};
@@ -109,12 +110,17 @@ pub const SUPPORTED_OPTIONS: &[(&str, &str)] = &[
     ("dns", "validate_additional_rrs.fail_if_all_match_regexp"),
     ("dns", "validate_additional_rrs.fail_if_not_matches_regexp"),
     ("dns", "validate_additional_rrs.fail_if_none_matches_regexp"),
+    ("module", "icmp"),
+    ("icmp", "preferred_ip_protocol"),
+    ("icmp", "ip_protocol_fallback"),
+    ("icmp", "payload_size"),
+    ("icmp", "dont_fragment"),
+    ("icmp", "ttl"),
 ];
 
 /// What blackbox_exporter 0.23 knows that vigil refuses at load, by block: `(block, option,
 /// why)`.
 pub const UNSUPPORTED_OPTIONS: &[(&str, &str, &str)] = &[
-    ("module", "icmp", "the icmp prober is not in vigil yet"),
     ("module", "grpc", "the grpc prober is not in vigil yet"),
     (
         "http",
@@ -141,6 +147,11 @@ pub const UNSUPPORTED_OPTIONS: &[(&str, &str, &str)] = &[
         "source_ip_address",
         "vigil does not bind probes to a source address",
     ),
+    (
+        "icmp",
+        "source_ip_address",
+        "vigil does not bind probes to a source address",
+    ),
     ("dns", "dns_over_tls", "DNS over TLS is not in vigil yet"),
     ("dns", "tls_config", "DNS over TLS is not in vigil yet"),
 ];
@@ -154,6 +165,7 @@ struct Module {
     http: Option<Value>,
     tcp: Option<Value>,
     dns: Option<Value>,
+    icmp: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -266,6 +278,17 @@ struct DnsModule {
     validate_authority_rrs: RrChecks,
     #[serde(default)]
     validate_additional_rrs: RrChecks,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IcmpModule {
+    preferred_ip_protocol: Option<String>,
+    ip_protocol_fallback: Option<bool>,
+    payload_size: Option<usize>,
+    #[serde(default)]
+    dont_fragment: bool,
+    ttl: Option<i64>,
 }
 
 /// A Go duration (`5s`, `1.5s`, `500ms`, `1m30s`, `-1s`); zero or negative means none.
@@ -461,14 +484,24 @@ fn build_module(cx: &mut BuildContext, path: &str, item: &Value) -> Option<Modul
             let spec = dns_spec(cx, &at, dns, present)?;
             <Dns as ProbeKind>::build(spec, cx, &at, Role::Module).map(|b| Probe::Dns(Arc::new(b.settings)))
         }
-        Some(prober @ ("icmp" | "grpc")) => {
+        Some("icmp") => {
+            let at = format!("{path}.icmp");
+            let block = module.icmp.as_ref().map(|v| refuse_unsupported(cx, "icmp", &at, v));
+            let icmp: IcmpModule = match &block {
+                Some(v) => cx.deserialize_struct(v, &at)?,
+                None => IcmpModule::default(),
+            };
+            let spec = icmp_spec(cx, &at, icmp)?;
+            <Icmp as ProbeKind>::build(spec, cx, &at, Role::Module).map(|b| Probe::Icmp(Arc::new(b.settings)))
+        }
+        Some(prober @ "grpc") => {
             cx.error(&prober_path, format!("the {prober} prober is not in vigil yet"));
             None
         }
         Some(other) => {
             cx.error(
                 &prober_path,
-                format!("unknown prober `{other}`, expected one of: http, tcp, dns (icmp, grpc are not in vigil yet)"),
+                format!("unknown prober `{other}`, expected one of: http, tcp, dns, icmp (grpc is not in vigil yet)"),
             );
             None
         }
@@ -691,6 +724,34 @@ fn tcp_spec(cx: &mut BuildContext, path: &str, tcp: TcpModule) -> Option<TcpSpec
     })
 }
 
+/// An icmp module in vigil's terms: one echo request, blackbox's payload, TTL 64 (also for
+/// `ttl: 0`, as blackbox_exporter has it).
+fn icmp_spec(cx: &mut BuildContext, path: &str, icmp: IcmpModule) -> Option<IcmpSpec> {
+    let ttl = match icmp.ttl.unwrap_or(0) {
+        0 => 64,
+        ttl @ 1..=255 => u8::try_from(ttl).unwrap_or(64),
+        other => {
+            cx.error(format!("{path}.ttl"), format!("{other} is not a TTL (0 to 255)"));
+            return None;
+        }
+    };
+    Some(IcmpSpec {
+        host: None,
+        packets: 1,
+        packet_interval: std::time::Duration::from_millis(100),
+        payload_size: icmp
+            .payload_size
+            .filter(|s| *s > 0)
+            .unwrap_or(crate::transport::ping::DEFAULT_SIZE),
+        dont_fragment: icmp.dont_fragment,
+        ttl: Some(ttl),
+        degraded_loss: None,
+        down_loss: None,
+        ip_protocol: ip_protocol(cx, path, icmp.preferred_ip_protocol.as_deref()),
+        ip_protocol_fallback: icmp.ip_protocol_fallback.unwrap_or(true),
+    })
+}
+
 /// A dns module in vigil's terms. blackbox's defaults: type ANY, class IN, UDP, recursion
 /// desired, `[NOERROR]`; `query_name` required when the `dns:` block exists, `.` without one.
 fn dns_spec(cx: &mut BuildContext, path: &str, dns: DnsModule, present: bool) -> Option<DnsSpec> {
@@ -775,6 +836,7 @@ mod tests {
         ] {
             add("dns", section, fields_of::<RrChecks>());
         }
+        add("icmp", "", fields_of::<IcmpModule>());
         let mut listed: Vec<(String, String)> = SUPPORTED_OPTIONS
             .iter()
             .map(|(p, o)| (p.to_string(), o.to_string()))

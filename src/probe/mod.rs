@@ -36,6 +36,7 @@ pub mod families;
 pub mod freshness;
 pub mod heartbeat;
 pub mod http;
+pub mod icmp;
 pub mod sql;
 pub mod tcp;
 
@@ -134,11 +135,13 @@ pub enum Reason {
     Rcode,
     /// A DNS answer's records failed a regexp check.
     Records,
+    /// Echo requests went unanswered (some: DEGRADED, all or past `down_loss`: DOWN).
+    Loss,
 }
 
 impl Reason {
     /// Every reason.
-    pub const ALL: [Reason; 21] = [
+    pub const ALL: [Reason; 22] = [
         Reason::Timeout,
         Reason::Dns,
         Reason::Connect,
@@ -160,6 +163,7 @@ impl Reason {
         Reason::Internal,
         Reason::Rcode,
         Reason::Records,
+        Reason::Loss,
     ];
 
     /// What any kind can end with, whatever it checks: the scheduler's timeout and latency
@@ -195,6 +199,7 @@ impl Reason {
             Reason::Internal => "internal",
             Reason::Rcode => "rcode",
             Reason::Records => "records",
+            Reason::Loss => "loss",
         }
     }
 }
@@ -217,6 +222,10 @@ pub struct Verdict {
     /// Nothing to judge yet (a heartbeat still waiting for its first beat): the run is not
     /// recorded, and the probe stays pending.
     pub pending: bool,
+    /// The target's latency when the kind measures it apart from the whole attempt (icmp: the
+    /// mean round trip of its replies, not the time between its packets); the latency
+    /// thresholds and the published duration use it. `None`: the attempt's duration.
+    pub latency: Option<std::time::Duration>,
 }
 
 impl Verdict {
@@ -227,6 +236,7 @@ impl Verdict {
             reason: None,
             detail: String::new(),
             pending: false,
+            latency: None,
         }
     }
 
@@ -246,6 +256,7 @@ impl Verdict {
             reason: Some(reason),
             detail: detail.into(),
             pending: false,
+            latency: None,
         }
     }
 
@@ -318,6 +329,24 @@ pub struct CheckContext {
     pub heartbeats: Arc<heartbeat::Beats>,
     /// The probes' share of the process' descriptors (unlimited by default).
     pub sockets: crate::transport::connect::Sockets,
+    /// The ICMP sockets every `icmp` probe shares.
+    pub pings: Arc<crate::transport::ping::Pingers>,
+}
+
+tokio::task_local! {
+    static DEADLINE: std::time::Instant;
+}
+
+/// Runs `attempt` with `deadline` as the end of its time ([`deadline`]).
+pub(crate) async fn with_deadline<F: Future>(deadline: std::time::Instant, attempt: F) -> F::Output {
+    DEADLINE.scope(deadline, attempt).await
+}
+
+/// When the scheduler will drop the attempt running in this task (`None` outside one). A kind
+/// that ends on its own before the timeout (icmp, counting its lost packets) reads it; the
+/// rest leave the timeout to the scheduler.
+pub fn deadline() -> Option<std::time::Instant> {
+    DEADLINE.try_with(|d| *d).ok()
 }
 
 /// What a probe definition is built for.
@@ -651,6 +680,7 @@ kinds! {
     Http => http::Http;
     Tcp => tcp::Tcp;
     Dns => dns::Dns;
+    Icmp => icmp::Icmp;
     Elasticsearch => elasticsearch::Elasticsearch;
     Sql => sql::Sql;
     Heartbeat => heartbeat::Heartbeat;

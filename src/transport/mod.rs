@@ -1,12 +1,13 @@
 //! How probes reach their targets: name resolution and TCP connect with an IP-version
 //! preference and fallback ([`connect`]), TLS ([`tls`]), and the HTTP/1.1 client with its
 //! per-phase timings ([`http`]) that the `http` kind, the `elasticsearch` kind and the receiver's
-//! relay use. Every call reports what it learnt along the way (times, addresses, certificates,
+//! relay use, and ICMP echo on sockets shared by every target ([`ping`]). Every call reports what it learnt along the way (times, addresses, certificates,
 //! the response head) whether it succeeds or not, so a failing probe still publishes what it
 //! saw; failures are a [`TransportError`] of a closed [`ErrorKind`].
 
 pub mod connect;
 pub mod http;
+pub mod ping;
 pub mod tls;
 
 use std::fmt;

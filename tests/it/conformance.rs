@@ -246,6 +246,14 @@ const MAIN: &[Case] = &[
     case("http_to_tls_port", "http_2xx", "http://127.0.0.1:{tls}/", Down),
     case("https_to_plain_port", "http_ca", "https://127.0.0.1:{http}/", Down),
     // tcp: connect, query_response, TLS, STARTTLS.
+    // icmp against the kernel's own echo replies on loopback (both exporters run as root here:
+    // raw sockets for blackbox_exporter, whichever vigil may open).
+    case("icmp_ipv4", "icmp", "127.0.0.1", Up),
+    case("icmp_ipv6", "icmp", "::1", Up),
+    case("icmp_ipv6_in_brackets", "icmp", "[::1]", Down),
+    case("icmp_localhost_ip4", "icmp_ip4", "localhost", Up),
+    case("icmp_ip4_only_to_ipv6", "icmp_ip4", "::1", Down),
+    case("icmp_payload_dont_fragment_ttl", "icmp_big_df", "127.0.0.1", Up),
     // dns against dnsmasq (tests/it/conformance/targets.rs).
     case("dns_a", "dns_a", "127.0.0.1:{dns}", Up),
     case("dns_default_type_any", "dns_any", "127.0.0.1:{dns}", Up),

@@ -25,6 +25,7 @@ mod freshness_sql;
 mod heartbeat;
 mod hostile;
 mod http_probe;
+mod icmp_probe;
 mod kubernetes;
 mod kubernetes_manifests;
 mod receiver;
