@@ -18,6 +18,7 @@ declare -A needed=(
   [chromedriver]=chromium-driver   # drives it over WebDriver
   [mmdebstrap]=mmdebstrap          # the Debian base of the container image test
   [dnsmasq]=dnsmasq-base           # a real DNS server for the dns kind (tests/it/dns_probe.rs)
+  [nginx]=nginx                    # a real HTTP/2 server, h2 by ALPN and h2c (tests/it/http2_probe.rs)
   [iptables]=iptables              # packet loss inside the icmp test's own namespace (tests/it/icmp_probe.rs)
   [setpriv]=util-linux             # the icmp test's unprivileged user, without capabilities
 )

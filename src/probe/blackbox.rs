@@ -647,7 +647,6 @@ fn http_spec(cx: &mut BuildContext, path: &str, http: HttpModule) -> Option<Http
         Some(no) => !no,
         None => http.follow_redirects.unwrap_or(true),
     };
-    let _ = http.enable_http2;
     Some(HttpSpec {
         url: None,
         method: http
@@ -678,6 +677,9 @@ fn http_spec(cx: &mut BuildContext, path: &str, http: HttpModule) -> Option<Http
         body_size_limit: http.body_size_limit.and_then(|b| b.0).map(ByteSize),
         compression,
         valid_http_versions: http.valid_http_versions,
+        // blackbox_exporter offers h2 by ALPN unless told not to; it has no h2c.
+        http2: http.enable_http2.unwrap_or(true),
+        h2c: false,
         fail_if_ssl: http.fail_if_ssl,
         fail_if_not_ssl: http.fail_if_not_ssl,
     })

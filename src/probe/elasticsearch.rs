@@ -226,6 +226,8 @@ fn build(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) -> Option<B
                 max_redirects: 0,
                 secret_names: ctx.secret_names().clone(),
                 user_agent: HeaderValue::from_static(USER_AGENT),
+                http2: false,
+                h2c: false,
             },
             policy: BodyPolicy {
                 limit: Some(limit),

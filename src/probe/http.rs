@@ -23,8 +23,8 @@ use crate::spec::BuildContext;
 use crate::spec::values::{ByteSize, OneOrMany, Pattern, StatusRange};
 use crate::transport::connect::{Dialled, IpProtocol};
 use crate::transport::http::{
-    BodyPolicy, BodyWatch, Client, Decode, Encoding, Exchange, Outgoing, USER_AGENT, basic_auth, fetch, parse_url,
-    take_userinfo,
+    BodyPolicy, BodyWatch, Client, Decode, Encoding, Exchange, Outgoing, USER_AGENT, alpn, basic_auth, fetch,
+    parse_url, take_userinfo,
 };
 use crate::transport::tls::{self, TlsSeen, TlsSpec};
 use crate::transport::{ErrorKind, TransportError};
@@ -95,9 +95,16 @@ pub struct Spec {
     /// `compression` means it). Decoding happens under `body_size_limit`.
     #[serde(default)]
     pub compression: Option<String>,
-    /// The HTTP versions that count as UP (`HTTP/1.0`, `HTTP/1.1`; default any).
+    /// The HTTP versions that count as UP (`HTTP/1.0`, `HTTP/1.1`, `HTTP/2.0`; default any).
     #[serde(default)]
     pub valid_http_versions: Vec<String>,
+    /// Offer HTTP/2 to TLS servers by ALPN, and speak it with those that choose it (default
+    /// true, as browsers, curl and blackbox_exporter do).
+    #[serde(default = "yes")]
+    pub http2: bool,
+    /// Speak HTTP/2 from the first byte to `http://` URLs (prior knowledge, h2c; default false).
+    #[serde(default)]
+    pub h2c: bool,
     /// DOWN (reason `tls`) when the final response came over TLS.
     #[serde(default)]
     pub fail_if_ssl: bool,
@@ -691,7 +698,7 @@ fn build_http(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) -> Opt
     } else {
         0
     };
-    let tls = tls::client_config(&spec.tls_config, &[b"http/1.1"], ctx, &key("tls_config"))?;
+    let tls = tls::client_config(&spec.tls_config, alpn(spec.http2), ctx, &key("tls_config"))?;
     let settings = Http {
         method,
         headers,
@@ -718,6 +725,8 @@ fn build_http(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) -> Opt
             max_redirects: spec.max_redirects,
             secret_names: ctx.secret_names().clone(),
             user_agent: HeaderValue::from_static(USER_AGENT),
+            http2: spec.http2,
+            h2c: spec.h2c,
         },
     };
     Some(Built {
@@ -1123,6 +1132,8 @@ mod tests {
                 max_redirects: 10,
                 secret_names: SecretNames::default(),
                 user_agent: HeaderValue::from_static(USER_AGENT),
+                http2: false,
+                h2c: false,
             },
             policy: BodyPolicy::default(),
             valid_status: Vec::new(),

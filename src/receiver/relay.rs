@@ -221,6 +221,8 @@ pub(crate) fn build(spec: Spec, ctx: &mut BuildContext, path: &str) -> Option<Re
             max_redirects: 0,
             secret_names: ctx.secret_names().clone(),
             user_agent: HeaderValue::from_static(USER_AGENT),
+            http2: false,
+            h2c: false,
         },
     })
 }

@@ -44,6 +44,15 @@ pub struct Client {
     pub secret_names: SecretNames,
     /// The `User-Agent` sent.
     pub user_agent: HeaderValue,
+    /// Speak HTTP/2 with a TLS server that chooses it (`tls` must offer `h2` by ALPN).
+    pub http2: bool,
+    /// Speak HTTP/2 from the first byte to `http://` URLs (prior knowledge, h2c).
+    pub h2c: bool,
+}
+
+/// The ALPN protocols a client offers: `h2` first when it may speak HTTP/2.
+pub fn alpn(http2: bool) -> &'static [&'static [u8]] {
+    if http2 { &[b"h2", b"http/1.1"] } else { &[b"http/1.1"] }
 }
 
 /// vigil's `User-Agent`.
@@ -375,18 +384,21 @@ pub async fn fetch(
         let socket = socket?;
 
         let same_origin = origin(&url) == origin(&first);
-        let request = build_request(
-            client,
-            &method,
-            &url,
-            &host,
-            extra_headers,
-            userinfo.as_ref(),
-            same_origin,
-            || {
-                if send_body { request_body.clone() } else { Bytes::new() }
-            },
-        )?;
+        let request = |h2: bool| {
+            build_request(
+                client,
+                &method,
+                &url,
+                &host,
+                extra_headers,
+                userinfo.as_ref(),
+                same_origin,
+                h2,
+                || {
+                    if send_body { request_body.clone() } else { Bytes::new() }
+                },
+            )
+        };
         if url.scheme() == "https" {
             let started = Instant::now();
             let name = client.server_name.as_deref().unwrap_or(&host);
@@ -398,12 +410,13 @@ pub async fn fetch(
             exchange.connect += dialled.connect;
             exchange.tls += took;
             exchange.tls_used = true;
+            let h2 = client.http2 && stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
             let watch = watch.as_mut().map(|w| &mut **w as &mut (dyn BodyWatch + Send));
-            exchange_over(stream, request, policy, watch, exchange).await?;
+            exchange_over(stream, h2, request(h2)?, policy, watch, exchange).await?;
         } else {
             exchange.connect += dialled.connect;
             let watch = watch.as_mut().map(|w| &mut **w as &mut (dyn BodyWatch + Send));
-            exchange_over(socket, request, policy, watch, exchange).await?;
+            exchange_over(socket, client.h2c, request(client.h2c)?, policy, watch, exchange).await?;
         }
         let Some(head) = &exchange.head else {
             return Err(TransportError::new(ErrorKind::Protocol, "no response"));
@@ -454,27 +467,50 @@ fn build_request(
     extra_headers: &[(HeaderName, HeaderValue)],
     userinfo: Option<&HeaderValue>,
     same_origin: bool,
+    h2: bool,
     body: impl FnOnce() -> Bytes,
 ) -> Result<Request<Full<Bytes>>, TransportError> {
     let protocol = |why: &str| TransportError::new(ErrorKind::Protocol, why.to_string());
-    let mut request = Request::builder().method(method.clone()).uri(match url.query() {
+    let path = match url.query() {
         Some(q) => format!("{}?{q}", url.path()),
         None => url.path().to_string(),
-    });
-    let host_header = match url.port() {
+    };
+    let mut host_header = match url.port() {
         Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
         None => host.to_string(),
     };
+    // A Host header of the probe's own names the virtual host, in HTTP/2's `:authority` too.
+    if let Some((_, value)) = extra_headers.iter().find(|(n, _)| n == header::HOST)
+        && let Ok(value) = value.to_str()
+    {
+        host_header = value.to_string();
+    }
+    let uri = if h2 {
+        // HTTP/2 carries scheme and authority as pseudo-headers, from an absolute URI.
+        format!("{}://{host_header}{path}", url.scheme())
+    } else {
+        path
+    };
+    let mut request = Request::builder().method(method.clone()).uri(uri);
+    if h2 {
+        request = request.version(http::Version::HTTP_2);
+    }
     let headers = request.headers_mut().ok_or_else(|| protocol("invalid request"))?;
-    headers.insert(
-        header::HOST,
-        HeaderValue::from_str(&host_header).map_err(|_| protocol("invalid host"))?,
-    );
+    if !h2 {
+        headers.insert(
+            header::HOST,
+            HeaderValue::from_str(&host_header).map_err(|_| protocol("invalid host"))?,
+        );
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     headers.insert(header::USER_AGENT, client.user_agent.clone());
-    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     // Credentials go only to the origin the probe was written for (scheme, host and port),
     // never to a redirect target elsewhere, nor from https down to http.
     for (name, value) in extra_headers {
+        // HTTP/2 has no Host or connection-specific headers (the authority is in the URI).
+        if h2 && (name == header::HOST || name == header::CONNECTION) {
+            continue;
+        }
         if same_origin || !client.is_credential(name, value) {
             headers.insert(name.clone(), value.clone());
         }
@@ -549,11 +585,12 @@ fn encoding_of(decode: Decode, headers: &HeaderMap) -> Encoding {
     }
 }
 
-/// Sends `request` on a new HTTP/1.1 connection over `stream` and reads the response into
-/// `exchange`: its head as soon as it arrives, then (unless it is a redirect) its body as
-/// `policy` says.
+/// Sends `request` on a new HTTP/1.1 connection over `stream` (HTTP/2 with `h2`) and reads the
+/// response into `exchange`: its head as soon as it arrives, then (unless it is a redirect) its
+/// body as `policy` says.
 async fn exchange_over<S>(
     stream: S,
+    h2: bool,
     request: Request<Full<Bytes>>,
     policy: BodyPolicy,
     watch: Option<&mut (dyn BodyWatch + Send)>,
@@ -564,19 +601,41 @@ where
 {
     let protocol = |e: hyper::Error| TransportError::new(ErrorKind::Protocol, format!("HTTP: {e}"));
     let is_head = request.method() == Method::HEAD;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(protocol)?;
+    type Driving = std::pin::Pin<Box<dyn Future<Output = Result<(), hyper::Error>> + Send>>;
+    let (mut sender, mut conn): (Sender, Driving) = if h2 {
+        let (sender, conn) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .map_err(protocol)?;
+        (Sender::H2(sender), Box::pin(conn))
+    } else {
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(protocol)?;
+        (Sender::H1(sender), Box::pin(conn))
+    };
     let sent = Instant::now();
-    tokio::pin!(conn);
     let mut conn_done = false;
     let response = {
-        let send = sender.send_request(request);
+        let send = sender.send(request);
         tokio::pin!(send);
         loop {
             tokio::select! {
                 result = &mut send => break result,
-                _ = &mut conn, if !conn_done => conn_done = true,
+                ended = &mut conn, if !conn_done => {
+                    conn_done = true;
+                    // A connection that failed leaves no response to wait for (an HTTP/2
+                    // request would wait for ever on a connection the server closed).
+                    if let Err(e) = ended {
+                        break Err(e);
+                    }
+                    if h2 {
+                        return Err(TransportError::new(
+                            ErrorKind::Protocol,
+                            "HTTP/2: the server closed the connection before it answered",
+                        ));
+                    }
+                }
             }
         }
     };
@@ -636,6 +695,24 @@ where
     exchange.body = kept;
     exchange.body_complete = outcome.is_ok();
     outcome
+}
+
+/// The sending half of a connection, of either version.
+enum Sender {
+    H1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+impl Sender {
+    fn send(
+        &mut self,
+        request: Request<Full<Bytes>>,
+    ) -> impl Future<Output = Result<hyper::Response<hyper::body::Incoming>, hyper::Error>> + use<> {
+        match self {
+            Sender::H1(s) => futures::future::Either::Left(s.send_request(request)),
+            Sender::H2(s) => futures::future::Either::Right(s.send_request(request)),
+        }
+    }
 }
 
 /// Where a decoded body goes: counted, its start kept, shown to the watch, its length held to

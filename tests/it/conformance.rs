@@ -246,6 +246,13 @@ const MAIN: &[Case] = &[
     case("http_to_tls_port", "http_2xx", "http://127.0.0.1:{tls}/", Down),
     case("https_to_plain_port", "http_ca", "https://127.0.0.1:{http}/", Down),
     // tcp: connect, query_response, TLS, STARTTLS.
+    // HTTP/2 against nginx: by ALPN over TLS, turned off, required; blackbox has no h2c.
+    case("http_h2_alpn", "http_ca", "https://127.0.0.1:{h2}/", Up),
+    case("http_h2_redirect", "http_ca", "https://127.0.0.1:{h2}/redir", Up),
+    case("http_h2_required", "http_v2only_ca", "https://127.0.0.1:{h2}/", Up),
+    case("http_h2_disabled", "http_v2_disabled_ca", "https://127.0.0.1:{h2}/", Up),
+    case("http_h2_required_on_http1", "http_v2only_ca", "https://127.0.0.1:{tls}/", Down),
+    case("http_plain_to_h2c_port", "http_2xx", "http://127.0.0.1:{h2c}/", Down),
     // icmp against the kernel's own echo replies on loopback (both exporters run as root here:
     // raw sockets for blackbox_exporter, whichever vigil may open).
     case("icmp_ipv4", "icmp", "127.0.0.1", Up),

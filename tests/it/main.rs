@@ -24,6 +24,7 @@ mod freshness_elasticsearch;
 mod freshness_sql;
 mod heartbeat;
 mod hostile;
+mod http2_probe;
 mod http_probe;
 mod icmp_probe;
 mod kubernetes;

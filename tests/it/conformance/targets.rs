@@ -59,8 +59,13 @@ pub struct Targets {
     /// A DNS server (dnsmasq, package `dnsmasq-base`) on 127.0.0.1, UDP and TCP, with the
     /// records of [`DNSMASQ_RECORDS`].
     pub dns: u16,
+    /// nginx (package `nginx`) with the valid leaf: HTTP/2 or HTTP/1.1 by ALPN.
+    pub h2: u16,
+    /// The same nginx, h2c only (HTTP/2 with prior knowledge, which blackbox_exporter lacks).
+    pub h2c: u16,
     pub certs: Certs,
     dnsmasq: Option<crate::common::dns::Dnsmasq>,
+    nginx: Option<crate::common::nginx::Nginx>,
 }
 
 /// What the conformance DNS server knows: names under vigil.test it lacks are NXDOMAIN, names
@@ -129,8 +134,11 @@ impl Targets {
                 smtp: port(&smtp),
                 closed: ports.closed,
                 dns: 0,
+                h2: 0,
+                h2c: 0,
                 certs: certs.clone(),
                 dnsmasq: None,
+                nginx: None,
             };
             spawn_http(tls12, Some(certs.acceptor(&certs.valid, true)), ports);
             spawn_http(self_signed, Some(certs.acceptor(&certs.self_signed, false)), ports);
@@ -150,6 +158,9 @@ impl Targets {
         let dnsmasq = crate::common::dns::Dnsmasq::start(DNSMASQ_RECORDS);
         targets.dns = dnsmasq.port;
         targets.dnsmasq = Some(dnsmasq);
+        let nginx = crate::common::nginx::Nginx::start(&certs.valid_pem(), &certs.valid_key_pem());
+        (targets.h2, targets.h2c) = (nginx.tls, nginx.h2c);
+        targets.nginx = Some(nginx);
         targets
     }
 
@@ -168,6 +179,8 @@ impl Targets {
             ("{smtp}", self.smtp),
             ("{closed}", self.closed),
             ("{dns}", self.dns),
+            ("{h2c}", self.h2c),
+            ("{h2}", self.h2),
         ];
         let mut out = template
             .replace("{user}", AUTH_USER)
@@ -688,10 +701,15 @@ impl Certs {
         let dir = tempfile::tempdir().expect("a folder for the certificates");
         std::fs::write(dir.path().join("ca.pem"), ca.pem()).expect("write the CA");
 
-        let signed = |mut params: CertificateParams| {
+        let signed = |mut params: CertificateParams, pem: Option<&str>| {
             name(&mut params, "Vigil Test", "localhost");
             let key = KeyPair::generate().expect("key");
             let cert = params.signed_by(&key, &ca).expect("sign");
+            if let Some(file) = pem {
+                // For nginx: the chain and the key as PEM files.
+                std::fs::write(dir.path().join(format!("{file}.pem")), cert.pem() + &ca.pem()).expect("write the leaf");
+                std::fs::write(dir.path().join(format!("{file}-key.pem")), key.serialize_pem()).expect("write the key");
+            }
             Leaf {
                 chain: vec![cert.der().clone(), ca.der().clone()],
                 key: key.serialize_der(),
@@ -699,8 +717,8 @@ impl Certs {
         };
         let names = ["localhost", "vigil.test"];
         let ips = ["127.0.0.1", "::1"];
-        let valid = signed(leaf_params(&names, &ips, -1, 365));
-        let expired = signed(leaf_params(&names, &ips, -400, -30));
+        let valid = signed(leaf_params(&names, &ips, -1, 365), Some("valid"));
+        let expired = signed(leaf_params(&names, &ips, -400, -30), None);
 
         let mut own = leaf_params(&["localhost"], &["127.0.0.1"], -1, 200);
         name(&mut own, "Self", "selfsigned.local");
@@ -720,6 +738,16 @@ impl Certs {
 
     pub fn ca_file(&self) -> PathBuf {
         self.dir.path().join("ca.pem")
+    }
+
+    /// The valid leaf's chain, as PEM.
+    fn valid_pem(&self) -> PathBuf {
+        self.dir.path().join("valid.pem")
+    }
+
+    /// The valid leaf's key, as PEM.
+    fn valid_key_pem(&self) -> PathBuf {
+        self.dir.path().join("valid-key.pem")
     }
 
     fn acceptor(&self, leaf: &Leaf, tls12_only: bool) -> TlsAcceptor {
