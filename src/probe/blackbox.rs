@@ -18,6 +18,7 @@ use figment::value::Value;
 use serde::Deserialize;
 
 use super::dns::{Dns, RrChecks, Spec as DnsSpec, Transport as DnsTransport};
+use super::grpc::{Grpc, Spec as GrpcSpec};
 use super::http::{BasicAuth as HttpBasicAuth, HeaderPattern, Http, Spec as HttpSpec};
 use super::icmp::{Icmp, Spec as IcmpSpec};
 use super::tcp::{QueryStep, Spec as TcpSpec, Tcp};
@@ -116,12 +117,24 @@ pub const SUPPORTED_OPTIONS: &[(&str, &str)] = &[
     ("icmp", "payload_size"),
     ("icmp", "dont_fragment"),
     ("icmp", "ttl"),
+    ("module", "grpc"),
+    ("grpc", "service"),
+    ("grpc", "tls"),
+    ("grpc", "preferred_ip_protocol"),
+    ("grpc", "ip_protocol_fallback"),
+    ("grpc", "tls_config"),
+    ("grpc", "tls_config.ca_file"),
+    ("grpc", "tls_config.cert_file"),
+    ("grpc", "tls_config.key_file"),
+    ("grpc", "tls_config.server_name"),
+    ("grpc", "tls_config.insecure_skip_verify"),
+    ("grpc", "tls_config.min_version"),
+    ("grpc", "tls_config.max_version"),
 ];
 
 /// What blackbox_exporter 0.23 knows that vigil refuses at load, by block: `(block, option,
 /// why)`.
 pub const UNSUPPORTED_OPTIONS: &[(&str, &str, &str)] = &[
-    ("module", "grpc", "the grpc prober is not in vigil yet"),
     (
         "http",
         "skip_resolve_phase_with_proxy",
@@ -166,6 +179,7 @@ struct Module {
     tcp: Option<Value>,
     dns: Option<Value>,
     icmp: Option<Value>,
+    grpc: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -289,6 +303,19 @@ struct IcmpModule {
     #[serde(default)]
     dont_fragment: bool,
     ttl: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrpcModule {
+    #[serde(default)]
+    service: String,
+    #[serde(default)]
+    tls: bool,
+    #[serde(default)]
+    tls_config: TlsConfig,
+    preferred_ip_protocol: Option<String>,
+    ip_protocol_fallback: Option<bool>,
 }
 
 /// A Go duration (`5s`, `1.5s`, `500ms`, `1m30s`, `-1s`); zero or negative means none.
@@ -494,14 +521,36 @@ fn build_module(cx: &mut BuildContext, path: &str, item: &Value) -> Option<Modul
             let spec = icmp_spec(cx, &at, icmp)?;
             <Icmp as ProbeKind>::build(spec, cx, &at, Role::Module).map(|b| Probe::Icmp(Arc::new(b.settings)))
         }
-        Some(prober @ "grpc") => {
-            cx.error(&prober_path, format!("the {prober} prober is not in vigil yet"));
-            None
+        Some("grpc") => {
+            let at = format!("{path}.grpc");
+            // Without a `grpc:` block blackbox_exporter 0.23 leaves its grpc settings at Go's
+            // zero values: IPv6 and no fallback (its defaults apply inside a block only).
+            let present = module.grpc.is_some();
+            let grpc: GrpcModule = match &module.grpc {
+                Some(v) => cx.deserialize_struct(v, &at)?,
+                None => GrpcModule::default(),
+            };
+            let spec = GrpcSpec {
+                address: None,
+                service: grpc.service,
+                tls: grpc.tls,
+                // blackbox_exporter reads tls_config only with tls; vigil refuses one without.
+                tls_config: if grpc.tls {
+                    tls_spec(cx, &at, grpc.tls_config)
+                } else {
+                    TlsSpec::default()
+                },
+                metadata: Default::default(),
+                degraded_status: Vec::new(),
+                ip_protocol: ip_protocol(cx, &at, grpc.preferred_ip_protocol.as_deref()),
+                ip_protocol_fallback: grpc.ip_protocol_fallback.unwrap_or(present),
+            };
+            <Grpc as ProbeKind>::build(spec, cx, &at, Role::Module).map(|b| Probe::Grpc(Arc::new(b.settings)))
         }
         Some(other) => {
             cx.error(
                 &prober_path,
-                format!("unknown prober `{other}`, expected one of: http, tcp, dns, icmp (grpc is not in vigil yet)"),
+                format!("unknown prober `{other}`, expected one of: http, tcp, dns, icmp, grpc"),
             );
             None
         }
@@ -839,6 +888,8 @@ mod tests {
             add("dns", section, fields_of::<RrChecks>());
         }
         add("icmp", "", fields_of::<IcmpModule>());
+        add("grpc", "", fields_of::<GrpcModule>());
+        add("grpc", "tls_config", fields_of::<TlsConfig>());
         let mut listed: Vec<(String, String)> = SUPPORTED_OPTIONS
             .iter()
             .map(|(p, o)| (p.to_string(), o.to_string()))

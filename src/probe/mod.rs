@@ -34,6 +34,7 @@ pub mod dns;
 pub mod elasticsearch;
 pub mod families;
 pub mod freshness;
+pub mod grpc;
 pub mod heartbeat;
 pub mod http;
 pub mod icmp;
@@ -137,11 +138,17 @@ pub enum Reason {
     Records,
     /// Echo requests went unanswered (some: DEGRADED, all or past `down_loss`: DOWN).
     Loss,
+    /// A gRPC health check answered NOT_SERVING.
+    NotServing,
+    /// A gRPC health check answered UNKNOWN.
+    ServingUnknown,
+    /// A gRPC health check answered SERVICE_UNKNOWN.
+    ServiceUnknown,
 }
 
 impl Reason {
     /// Every reason.
-    pub const ALL: [Reason; 22] = [
+    pub const ALL: [Reason; 25] = [
         Reason::Timeout,
         Reason::Dns,
         Reason::Connect,
@@ -164,6 +171,9 @@ impl Reason {
         Reason::Rcode,
         Reason::Records,
         Reason::Loss,
+        Reason::NotServing,
+        Reason::ServingUnknown,
+        Reason::ServiceUnknown,
     ];
 
     /// What any kind can end with, whatever it checks: the scheduler's timeout and latency
@@ -200,6 +210,9 @@ impl Reason {
             Reason::Rcode => "rcode",
             Reason::Records => "records",
             Reason::Loss => "loss",
+            Reason::NotServing => "not_serving",
+            Reason::ServingUnknown => "serving_unknown",
+            Reason::ServiceUnknown => "service_unknown",
         }
     }
 }
@@ -681,6 +694,7 @@ kinds! {
     Tcp => tcp::Tcp;
     Dns => dns::Dns;
     Icmp => icmp::Icmp;
+    Grpc => grpc::Grpc;
     Elasticsearch => elasticsearch::Elasticsearch;
     Sql => sql::Sql;
     Heartbeat => heartbeat::Heartbeat;

@@ -253,6 +253,21 @@ const MAIN: &[Case] = &[
     case("http_h2_disabled", "http_v2_disabled_ca", "https://127.0.0.1:{h2}/", Up),
     case("http_h2_required_on_http1", "http_v2only_ca", "https://127.0.0.1:{tls}/", Down),
     case("http_plain_to_h2c_port", "http_2xx", "http://127.0.0.1:{h2c}/", Down),
+    // grpc against tonic-health's health service (tests/it/common/grpc.rs).
+    case("grpc_serving", "grpc_ip4", "127.0.0.1:{grpc}", Up),
+    case("grpc_without_block_ipv6_only", "grpc", "127.0.0.1:{grpc}", Down),
+    case("grpc_serving_ip4_scheme", "grpc_ip4", "http://127.0.0.1:{grpc}", Up),
+    case("grpc_service_serving", "grpc_db", "127.0.0.1:{grpc}", Up),
+    case("grpc_not_serving", "grpc_cache", "127.0.0.1:{grpc}", Down),
+    case("grpc_unknown", "grpc_queue", "127.0.0.1:{grpc}", Down),
+    case("grpc_service_unknown", "grpc_ghost", "127.0.0.1:{grpc}", Down),
+    case("grpc_not_found", "grpc_missing", "127.0.0.1:{grpc}", Down),
+    case("grpc_tls", "grpc_tls", "127.0.0.1:{grpc_tls}", Up),
+    case("grpc_tls_localhost", "grpc_tls", "localhost:{grpc_tls}", Up),
+    case("grpc_tls_untrusted", "grpc_tls_untrusted", "127.0.0.1:{grpc_tls}", Down),
+    case("grpc_refused", "grpc_ip4", "127.0.0.1:{closed}", Down),
+    case("grpc_http1_port", "grpc_ip4", "127.0.0.1:{http}", Down),
+    case("grpc_plaintext_to_tls", "grpc_ip4", "127.0.0.1:{grpc_tls}", Down),
     // icmp against the kernel's own echo replies on loopback (both exporters run as root here:
     // raw sockets for blackbox_exporter, whichever vigil may open).
     case("icmp_ipv4", "icmp", "127.0.0.1", Up),

@@ -22,6 +22,7 @@ mod dns_probe;
 mod docker_inventory;
 mod freshness_elasticsearch;
 mod freshness_sql;
+mod grpc_probe;
 mod heartbeat;
 mod hostile;
 mod http2_probe;

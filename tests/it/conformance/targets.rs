@@ -63,6 +63,10 @@ pub struct Targets {
     pub h2: u16,
     /// The same nginx, h2c only (HTTP/2 with prior knowledge, which blackbox_exporter lacks).
     pub h2c: u16,
+    /// tonic-health's gRPC health service (tests/it/common/grpc.rs), plaintext.
+    pub grpc: u16,
+    /// The same over TLS with the valid leaf.
+    pub grpc_tls: u16,
     pub certs: Certs,
     dnsmasq: Option<crate::common::dns::Dnsmasq>,
     nginx: Option<crate::common::nginx::Nginx>,
@@ -136,6 +140,8 @@ impl Targets {
                 dns: 0,
                 h2: 0,
                 h2c: 0,
+                grpc: 0,
+                grpc_tls: 0,
                 certs: certs.clone(),
                 dnsmasq: None,
                 nginx: None,
@@ -146,6 +152,9 @@ impl Targets {
             spawn_raw(garbage, |s| Box::pin(garbage_reply(s)));
             spawn_raw(hang, |s| Box::pin(hold(s)));
             spawn_raw(silent, |s| Box::pin(banner_then_silence(s)));
+            let grpc = crate::common::grpc::GrpcHealth::start(&certs.valid_pem(), &certs.valid_key_pem()).await;
+            let mut targets = targets;
+            (targets.grpc, targets.grpc_tls) = (grpc.plain.port(), grpc.tls.port());
             let acceptor = leaf;
             tokio::spawn(async move {
                 while let Ok((stream, _)) = smtp.accept().await {
@@ -180,6 +189,8 @@ impl Targets {
             ("{closed}", self.closed),
             ("{dns}", self.dns),
             ("{h2c}", self.h2c),
+            ("{grpc_tls}", self.grpc_tls),
+            ("{grpc}", self.grpc),
             ("{h2}", self.h2),
         ];
         let mut out = template
