@@ -19,6 +19,7 @@ declare -A needed=(
   [mmdebstrap]=mmdebstrap          # the Debian base of the container image test
   [dnsmasq]=dnsmasq-base           # a real DNS server for the dns kind (tests/it/dns_probe.rs)
   [nginx]=nginx                    # a real HTTP/2 server, h2 by ALPN and h2c (tests/it/http2_probe.rs)
+  [exim4]=exim4-daemon-light       # a real SMTP server with STARTTLS (tests/it/starttls.rs)
   [iptables]=iptables              # packet loss inside the icmp test's own namespace (tests/it/icmp_probe.rs)
   [setpriv]=util-linux             # the icmp test's unprivileged user, without capabilities
 )
@@ -42,5 +43,14 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
+# The tests start their own servers (exim4, nginx, dnsmasq, ...) on ports of their own: the
+# packages' system services must not start on install. Debian's policy-rc.d says so for the
+# install's length, unless the machine has one already.
+policy=/usr/sbin/policy-rc.d
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' >"$policy"
+  chmod 755 "$policy"
+  trap 'rm -f "$policy"' EXIT
+fi
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -294,13 +294,6 @@ impl ProbeKind for Icmp {
     }
 }
 
-/// How long before the scheduler's deadline the attempt stops waiting for replies, so that it
-/// ends with its count of lost requests rather than a timeout.
-fn wait_until(deadline: Instant) -> Instant {
-    let left = deadline.saturating_duration_since(Instant::now());
-    deadline - (left / 20).min(Duration::from_millis(200))
-}
-
 /// The host of a configured target: a name, an address, or an IPv6 address in brackets.
 fn host_of(target: &str) -> &str {
     let target = target.trim();
@@ -338,7 +331,7 @@ impl Icmp {
             })
             .map_err(|e| Failure::new(Reason::Connect, format!("open an ICMP socket: {e}")))?;
         obs.setup = started.elapsed();
-        let until = super::deadline().map(wait_until);
+        let until = super::wait_until();
         let mut sent = Vec::with_capacity(usize::from(self.packets));
         for i in 0..self.packets {
             if i > 0 {

@@ -40,6 +40,7 @@ pub mod http;
 pub mod icmp;
 pub mod sql;
 pub mod tcp;
+pub mod websocket;
 
 #[cfg(test)]
 mod contract;
@@ -360,6 +361,16 @@ pub(crate) async fn with_deadline<F: Future>(deadline: std::time::Instant, attem
 /// rest leave the timeout to the scheduler.
 pub fn deadline() -> Option<std::time::Instant> {
     DEADLINE.try_with(|d| *d).ok()
+}
+
+/// When a kind that ends on its own before the scheduler's timeout stops waiting (`None`
+/// outside an attempt): a little before [`deadline`] (a twentieth of what is left, at most
+/// 200 ms), so that its own verdict, with what it was waiting for, comes first.
+pub fn wait_until() -> Option<std::time::Instant> {
+    deadline().map(|deadline| {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        deadline - (left / 20).min(std::time::Duration::from_millis(200))
+    })
 }
 
 /// What a probe definition is built for.
@@ -695,6 +706,7 @@ kinds! {
     Dns => dns::Dns;
     Icmp => icmp::Icmp;
     Grpc => grpc::Grpc;
+    Websocket => websocket::Websocket;
     Elasticsearch => elasticsearch::Elasticsearch;
     Sql => sql::Sql;
     Heartbeat => heartbeat::Heartbeat;

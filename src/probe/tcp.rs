@@ -320,8 +320,37 @@ impl Tcp {
         for (i, step) in self.dialogue.iter().enumerate() {
             let step_no = i + 1;
             if let Some(pattern) = &step.expect {
+                let mut last: Option<Vec<u8>> = None;
                 loop {
-                    let line = match lines.next(&mut stream).await {
+                    // Ends before the scheduler's timeout, saying what it waited for and what
+                    // came instead (a `454 TLS not available` where `^220` was expected).
+                    let read = match super::wait_until() {
+                        Some(until) => match tokio::time::timeout_at(until.into(), lines.next(&mut stream)).await {
+                            Ok(read) => read,
+                            Err(_) => {
+                                let instead = match &last {
+                                    Some(line) => format!(
+                                        "; the last line was `{}`",
+                                        String::from_utf8_lossy(line)
+                                            .trim_end()
+                                            .chars()
+                                            .take(120)
+                                            .collect::<String>()
+                                    ),
+                                    None => "; no line came".to_string(),
+                                };
+                                return Err(Failure::new(
+                                    Reason::Expect,
+                                    format!(
+                                        "step {step_no}: no line matching /{}/ before the timeout{instead}",
+                                        pattern.as_str()
+                                    ),
+                                ));
+                            }
+                        },
+                        None => lines.next(&mut stream).await,
+                    };
+                    let line = match read {
                         Ok(Some(line)) => line,
                         Ok(None) => {
                             obs.failed_due_to_regex = true;
@@ -335,7 +364,11 @@ impl Tcp {
                         }
                         Err(e) => return Err(Failure::new(Reason::Expect, format!("step {step_no}: receive: {e}"))),
                     };
-                    if let Some(found) = pattern.0.captures(&line) {
+                    let found = pattern.0.captures(&line);
+                    if found.is_none() {
+                        last = Some(line.clone());
+                    }
+                    if let Some(found) = found {
                         captures = pattern
                             .0
                             .capture_names()

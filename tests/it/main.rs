@@ -34,6 +34,8 @@ mod receiver;
 mod receiver_e2e;
 mod receiver_kubernetes;
 mod scheduler;
+mod starttls;
 mod status;
 mod tcp_probe;
 mod web;
+mod websocket_probe;

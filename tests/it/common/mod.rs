@@ -5,6 +5,7 @@
 pub mod db;
 pub mod dns;
 pub mod docker;
+pub mod exim;
 pub mod grpc;
 pub mod nginx;
 
