@@ -95,5 +95,6 @@ pub fn context_for(config: &Config) -> crate::Result<CheckContext> {
         heartbeats: Arc::new(heartbeats),
         sockets: Sockets::unlimited(),
         pings: Arc::default(),
+        udp: Arc::default(),
     })
 }

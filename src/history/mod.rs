@@ -161,7 +161,6 @@ struct Run {
 }
 
 enum Message {
-    Run(Run),
     /// Write what is buffered, then answer.
     Flush(oneshot::Sender<()>),
     /// Delete what is older than the retention at this time (Unix ms), then answer.
@@ -170,14 +169,27 @@ enum Message {
     Close(oneshot::Sender<()>),
 }
 
-/// Runs that can wait in the channel before new ones are dropped (and counted in a warning):
+/// Runs that can wait for the writer before new ones are dropped (and counted in a warning):
 /// about a minute of 10,000 probes at a 15 s interval.
 const QUEUE: usize = 65_536;
+
+/// Runs recorded and not yet taken by the writer. A buffer rather than the channel: the writer
+/// takes them once a second (and before a flush, prune or close), so a run costs a push, not a
+/// wake-up of the writer's task.
+type Pending = Arc<Mutex<Vec<Run>>>;
+
+/// One probe's entry in the history (entries are never replaced, so it stays the one).
+#[derive(Clone)]
+pub struct Recorder {
+    name: Arc<str>,
+    entry: Arc<Mutex<ProbeHistory>>,
+}
 
 /// The history of every probe, and the handle on the store's writer.
 pub struct History {
     probes: RwLock<HashMap<String, Arc<Mutex<ProbeHistory>>>>,
     sender: mpsc::Sender<Message>,
+    pending: Pending,
     ready: watch::Receiver<Readiness>,
     pool: sqlx::SqlitePool,
     raw_retention: Duration,
@@ -198,12 +210,14 @@ impl History {
             config.hourly_retention = config.hourly_retention.min(Duration::from_secs(2 * 3600));
         }
         let config = &config;
-        let (sender, receiver) = mpsc::channel(QUEUE);
+        let (sender, receiver) = mpsc::channel(16);
+        let pending = Pending::default();
         let (ready_tx, ready) = watch::channel(Readiness::Opening);
         let pool = store::pool(config.path.as_deref());
         let history = Arc::new(History {
             probes: RwLock::new(HashMap::new()),
             sender,
+            pending: pending.clone(),
             ready,
             pool: pool.clone(),
             raw_retention: config.raw_retention,
@@ -214,6 +228,7 @@ impl History {
             pool,
             config.clone(),
             receiver,
+            pending,
             Arc::downgrade(&history),
             ready_tx,
             history.write_failures.clone(),
@@ -253,10 +268,23 @@ impl History {
     /// when the store falls a minute behind, runs are dropped from the store (not from memory)
     /// and a warning says how many.
     pub fn record(&self, probe: &str, outcome: &Outcome) {
+        self.record_with(&self.recorder(probe), outcome);
+    }
+
+    /// A probe's way into the history, looked up once for all its runs.
+    pub fn recorder(&self, probe: &str) -> Recorder {
+        Recorder {
+            name: Arc::from(probe),
+            entry: self.entry(probe),
+        }
+    }
+
+    /// [`History::record`] through a [`Recorder`]: no lookup, no allocation of the name.
+    pub fn record_with(&self, recorder: &Recorder, outcome: &Outcome) {
         let at_ms = unix_ms(outcome.at);
-        lock(&self.entry(probe)).record(at_ms, outcome);
+        lock(&recorder.entry).record(at_ms, outcome);
         let run = Run {
-            probe: Arc::from(probe),
+            probe: recorder.name.clone(),
             at_ms,
             level: outcome.level,
             latency_us: i64::try_from(outcome.duration.as_micros()).unwrap_or(i64::MAX),
@@ -264,7 +292,15 @@ impl History {
             detail: (outcome.level != Level::Up && !outcome.detail.is_empty())
                 .then(|| outcome.detail.chars().take(300).collect()),
         };
-        if self.sender.try_send(Message::Run(run)).is_err() {
+        let queued = {
+            let mut pending = self.pending.lock_unpoisoned();
+            let room = pending.len() < QUEUE;
+            if room {
+                pending.push(run);
+            }
+            room
+        };
+        if !queued {
             let dropped = self.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             if dropped.is_power_of_two() {
                 warn!(dropped, "the history store is behind; runs were not stored");

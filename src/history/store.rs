@@ -18,6 +18,8 @@ use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, QueryBuilder, Sqlite, Transaction};
 use tokio::sync::{mpsc, watch};
+
+use crate::poison::LockUnpoisoned;
 use tracing::{debug, error, info, warn};
 
 use super::buckets::{Counts, HOUR_MS, LatencyHistogram};
@@ -143,6 +145,7 @@ pub(super) async fn run(
     pool: SqlitePool,
     config: config::History,
     mut receiver: mpsc::Receiver<Message>,
+    pending: super::Pending,
     history: Weak<History>,
     ready: watch::Sender<Readiness>,
     failures: Counter,
@@ -159,8 +162,8 @@ pub(super) async fn run(
             let _ = ready.send(Readiness::Failed(message));
             // Keep answering so callers never hang; the runs stay in memory only.
             while let Some(message) = receiver.recv().await {
+                pending.lock_unpoisoned().clear();
                 match message {
-                    Message::Run(_) => {}
                     Message::Flush(done) | Message::Prune(_, done) => {
                         let _ = done.send(());
                     }
@@ -194,14 +197,15 @@ pub(super) async fn run(
     let mut messages = Vec::with_capacity(1024);
     loop {
         tokio::select! {
-            n = receiver.recv_many(&mut messages, 4096) => {
+            n = receiver.recv_many(&mut messages, 16) => {
+                // What was recorded before these messages goes first.
+                batch.append(&mut pending.lock_unpoisoned());
                 if n == 0 {
                     writer.write(&mut batch).await;
                     return;
                 }
                 for message in messages.drain(..) {
                     match message {
-                        Message::Run(run) => batch.push(run),
                         Message::Flush(done) => {
                             writer.write(&mut batch).await;
                             let _ = done.send(());
@@ -223,7 +227,10 @@ pub(super) async fn run(
                     writer.write(&mut batch).await;
                 }
             }
-            _ = flush.tick() => writer.write(&mut batch).await,
+            _ = flush.tick() => {
+                batch.append(&mut pending.lock_unpoisoned());
+                writer.write(&mut batch).await;
+            }
             _ = prune.tick() => writer.prune(super::unix_ms(std::time::SystemTime::now())).await,
         }
     }
@@ -494,24 +501,33 @@ impl Writer {
                 failures.insert(id, run);
             }
         }
-        for ((id, hour), open) in self.hours.iter_mut().filter(|(_, o)| o.dirty) {
-            let c = &open.counts;
-            sqlx::query(
-                "INSERT OR REPLACE INTO hourly (probe, hour, runs, up, degraded, down, latency_sum, latency_max, histogram)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )
-            .bind(*id)
-            .bind(*hour)
-            .bind(i64::from(c.runs))
-            .bind(i64::from(c.up))
-            .bind(i64::from(c.degraded))
-            .bind(i64::from(c.down))
-            .bind(c.latency_sum)
-            .bind(f64::from(c.latency_max))
-            .bind(open.histogram.encode())
-            .execute(&mut *tx)
-            .await?;
-            open.dirty = false;
+        // The hours this batch touched, written in multi-row statements: one round trip to
+        // the store's thread per few hundred probes, not one per probe.
+        let dirty: Vec<((i64, i64), Counts, Vec<u8>)> = self
+            .hours
+            .iter_mut()
+            .filter(|(_, o)| o.dirty)
+            .map(|(key, open)| {
+                open.dirty = false;
+                (*key, open.counts, open.histogram.encode())
+            })
+            .collect();
+        for rows in dirty.chunks(ROWS_PER_INSERT) {
+            let mut upsert: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT OR REPLACE INTO hourly (probe, hour, runs, up, degraded, down, latency_sum, latency_max, histogram) ",
+            );
+            upsert.push_values(rows, |mut row, ((id, hour), c, histogram)| {
+                row.push_bind(*id)
+                    .push_bind(*hour)
+                    .push_bind(i64::from(c.runs))
+                    .push_bind(i64::from(c.up))
+                    .push_bind(i64::from(c.degraded))
+                    .push_bind(i64::from(c.down))
+                    .push_bind(c.latency_sum)
+                    .push_bind(f64::from(c.latency_max))
+                    .push_bind(histogram.clone());
+            });
+            upsert.build().execute(&mut *tx).await?;
         }
         for (id, (code, since)) in changed_levels {
             sqlx::query("UPDATE probes SET level = ?1, level_since = ?2 WHERE id = ?3")

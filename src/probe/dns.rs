@@ -163,6 +163,67 @@ fn rcode_name(code: u16) -> &'static str {
 /// The longest message read (a TCP message's length prefix allows no more).
 const MAX_MESSAGE: usize = 65_535;
 
+/// At most this many idle sockets are kept per server.
+const IDLE_PER_SERVER: usize = 16;
+
+/// A UDP socket connected to one server, with its receive buffer.
+#[derive(Debug)]
+pub struct UdpSocketToServer {
+    socket: UdpSocket,
+    buffer: Vec<u8>,
+}
+
+/// Connected UDP sockets kept between queries, per server: a query takes one (or opens one),
+/// and gives it back once its answer came, so a busy `/probe` or thousands of dns probes do not
+/// open, bind, connect, register and close a socket per query. A socket that failed or whose
+/// query was dropped at its timeout is closed, never reused, so no late answer reaches another
+/// query (and an answer must carry the query's random id anyway). The source port stays the
+/// same across a socket's queries: a probe's answer is checked, not trusted for anything else.
+/// Idle sockets hold a few descriptors outside the probes' budget (at most
+/// [`IDLE_PER_SERVER`] per server).
+#[derive(Debug, Default)]
+pub struct UdpSockets {
+    idle: std::sync::Mutex<std::collections::HashMap<SocketAddr, Vec<UdpSocketToServer>>>,
+}
+
+impl UdpSockets {
+    async fn take(&self, addr: SocketAddr) -> Result<UdpSocketToServer, Failure> {
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_mut(&addr)
+            .and_then(Vec::pop);
+        if let Some(socket) = idle {
+            return Ok(socket);
+        }
+        let local: SocketAddr = if addr.is_ipv4() {
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        } else {
+            SocketAddr::from(([0u16; 8], 0))
+        };
+        let socket = UdpSocket::bind(local)
+            .await
+            .map_err(|e| Failure::new(Reason::Connect, format!("open a UDP socket: {e}")))?;
+        socket
+            .connect(addr)
+            .await
+            .map_err(|e| Failure::new(Reason::Connect, format!("connect to {addr}: {e}")))?;
+        Ok(UdpSocketToServer {
+            socket,
+            buffer: Vec::with_capacity(MAX_MESSAGE),
+        })
+    }
+
+    fn put(&self, addr: SocketAddr, socket: UdpSocketToServer) {
+        let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let kept = idle.entry(addr).or_default();
+        if kept.len() < IDLE_PER_SERVER {
+            kept.push(socket);
+        }
+    }
+}
+
 /// A `dns` probe's compiled settings.
 #[derive(Debug)]
 pub struct Dns {
@@ -619,40 +680,34 @@ impl Dns {
         let addr: SocketAddr = addrs[0];
         obs.dialled.addr = Some(addr);
         let started = Instant::now();
-        let local: SocketAddr = if addr.is_ipv4() {
-            SocketAddr::from(([0, 0, 0, 0], 0))
-        } else {
-            SocketAddr::from(([0u16; 8], 0))
-        };
-        let socket = UdpSocket::bind(local)
-            .await
-            .map_err(|e| Failure::new(Reason::Connect, format!("open a UDP socket: {e}")))?;
-        socket
-            .connect(addr)
-            .await
-            .map_err(|e| Failure::new(Reason::Connect, format!("connect to {addr}: {e}")))?;
+        let mut socket = cx.udp.take(addr).await?;
         obs.connect = started.elapsed();
         let sent = Instant::now();
         let outcome = async {
             socket
+                .socket
                 .send(query)
                 .await
                 .map_err(|e| Failure::new(Reason::Connect, format!("send to {addr}: {e}")))?;
-            let mut buffer = vec![0u8; MAX_MESSAGE];
             loop {
+                socket.buffer.clear();
                 let n = socket
-                    .recv(&mut buffer)
+                    .socket
+                    .recv_buf(&mut socket.buffer)
                     .await
                     .map_err(|e| Failure::new(Reason::Connect, format!("receive from {addr}: {e}")))?;
                 // An answer to another query (or none at all) is not ours: wait on.
-                if n >= 2 && u16::from_be_bytes([buffer[0], buffer[1]]) == id {
-                    buffer.truncate(n);
-                    return Ok(buffer);
+                if n >= 2 && u16::from_be_bytes([socket.buffer[0], socket.buffer[1]]) == id {
+                    return Ok(socket.buffer.clone());
                 }
             }
         }
         .await;
         obs.request = sent.elapsed();
+        if outcome.is_ok() {
+            // Its query is answered: nothing more is on its way to it.
+            cx.udp.put(addr, socket);
+        }
         outcome
     }
 

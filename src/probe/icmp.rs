@@ -104,6 +104,10 @@ pub struct Obs {
     pub rtt: Duration,
     /// The last reply's TTL / hop limit, when the kernel said.
     pub hop_limit: Option<u8>,
+    /// The address pinged.
+    pub to: Option<IpAddr>,
+    /// The probe's loss thresholds (DEGRADED, DOWN), to judge an attempt cut at its timeout.
+    pub limits: (f64, f64),
 }
 
 impl Reached for Obs {
@@ -292,6 +296,10 @@ impl ProbeKind for Icmp {
             Err(failure) => failure.into(),
         }
     }
+
+    fn timed_out(obs: &Obs) -> Option<Verdict> {
+        (obs.sent > 0).then(|| judge(obs))
+    }
 }
 
 /// The host of a configured target: a name, an address, or an IPv6 address in brackets.
@@ -331,7 +339,8 @@ impl Icmp {
             })
             .map_err(|e| Failure::new(Reason::Connect, format!("open an ICMP socket: {e}")))?;
         obs.setup = started.elapsed();
-        let until = super::wait_until();
+        obs.to = Some(ip);
+        obs.limits = (self.degraded_loss, self.down_loss);
         let mut sent = Vec::with_capacity(usize::from(self.packets));
         for i in 0..self.packets {
             if i > 0 {
@@ -344,111 +353,108 @@ impl Icmp {
             sent.push(request);
             obs.sent += 1;
         }
+        // The replies are counted as they come (each stamped when it was read), with no timer
+        // of the kind's own: at the attempt's timeout, what is still unanswered is lost
+        // (`timed_out`).
         let mut total = Duration::ZERO;
-        for request in &mut sent {
-            let reply = match until {
-                Some(until) => tokio::time::timeout_at(until.into(), request.reply())
-                    .await
-                    .ok()
-                    .flatten(),
-                None => request.reply().await,
-            };
-            if let Some(reply) = reply {
+        let mut replies: futures::stream::FuturesUnordered<_> = sent
+            .iter_mut()
+            .map(|request| {
+                let at = request.at;
+                async move { request.reply().await.map(|reply| (reply, at)) }
+            })
+            .collect();
+        while let Some(answer) = futures::StreamExt::next(&mut replies).await {
+            if let Some((reply, at)) = answer {
                 obs.received += 1;
-                total += reply.at.saturating_duration_since(request.at);
+                total += reply.at.saturating_duration_since(at);
                 obs.rtt = total / u32::from(obs.received);
                 obs.hop_limit = reply.hop_limit.or(obs.hop_limit);
             }
         }
-        Ok(self.judge(obs, ip))
+        Ok(judge(obs))
     }
+}
 
-    fn judge(&self, obs: &Obs, ip: IpAddr) -> Verdict {
-        let lost = obs.sent - obs.received;
-        let mut verdict = if obs.received == 0 {
-            Verdict::down(
-                Reason::Loss,
-                format!(
-                    "no reply from {ip} to {} echo request{}",
-                    obs.sent,
-                    if obs.sent == 1 { "" } else { "s" }
-                ),
-            )
+/// The verdict on what an attempt saw: loss against its thresholds, the mean round trip as its
+/// latency.
+fn judge(obs: &Obs) -> Verdict {
+    let ip = obs.to.map_or_else(|| "the target".to_string(), |ip| ip.to_string());
+    let (degraded_loss, down_loss) = obs.limits;
+    let lost = obs.sent - obs.received;
+    let mut verdict = if obs.received == 0 {
+        Verdict::down(
+            Reason::Loss,
+            format!(
+                "no reply from {ip} to {} echo request{}",
+                obs.sent,
+                if obs.sent == 1 { "" } else { "s" }
+            ),
+        )
+    } else {
+        let loss = obs.loss().unwrap_or(0.0);
+        let said = || format!("{lost} of {} echo requests to {ip} unanswered", obs.sent);
+        if loss >= down_loss {
+            Verdict::down(Reason::Loss, format!("{} (down_loss {down_loss})", said()))
+        } else if loss >= degraded_loss {
+            Verdict::failed(Level::Degraded, Reason::Loss, said())
         } else {
-            let loss = obs.loss().unwrap_or(0.0);
-            let said = || format!("{lost} of {} echo requests to {ip} unanswered", obs.sent);
-            if loss >= self.down_loss {
-                Verdict::down(Reason::Loss, format!("{} (down_loss {})", said(), self.down_loss))
-            } else if loss >= self.degraded_loss {
-                Verdict::failed(Level::Degraded, Reason::Loss, said())
-            } else {
-                Verdict::up()
-            }
-        };
-        if obs.received > 0 {
-            verdict.latency = Some(obs.rtt);
+            Verdict::up()
         }
-        verdict
+    };
+    if obs.received > 0 {
+        verdict.latency = Some(obs.rtt);
     }
+    verdict
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn icmp(packets: u16, degraded_loss: Option<f64>, down_loss: Option<f64>) -> Icmp {
-        Icmp {
-            packets,
-            interval: Duration::from_millis(1),
-            size: DEFAULT_SIZE,
-            dont_fragment: false,
-            ttl: None,
-            degraded_loss: degraded_loss.unwrap_or(f64::MIN_POSITIVE),
-            down_loss: down_loss.unwrap_or(1.0),
-            ip_protocol: IpProtocol::Ip4,
-            ip_protocol_fallback: true,
-        }
-    }
-
-    fn judged(settings: &Icmp, sent: u16, received: u16) -> (Level, Option<Reason>) {
+    fn judged(limits: (Option<f64>, Option<f64>), sent: u16, received: u16) -> (Level, Option<Reason>) {
         let obs = Obs {
             sent,
             received,
             rtt: Duration::from_millis(3),
+            limits: (limits.0.unwrap_or(f64::MIN_POSITIVE), limits.1.unwrap_or(1.0)),
             ..Obs::default()
         };
-        let verdict = settings.judge(&obs, "127.0.0.1".parse().expect("ip"));
+        let verdict = judge(&obs);
         (verdict.level, verdict.reason)
     }
 
     #[test]
     fn loss_grades_the_run() {
-        let any = icmp(3, None, None);
-        assert_eq!(judged(&any, 3, 3), (Level::Up, None));
-        assert_eq!(judged(&any, 3, 2), (Level::Degraded, Some(Reason::Loss)));
-        assert_eq!(judged(&any, 3, 0), (Level::Down, Some(Reason::Loss)));
-        let tolerant = icmp(4, Some(0.5), Some(0.75));
-        assert_eq!(judged(&tolerant, 4, 3), (Level::Up, None));
-        assert_eq!(judged(&tolerant, 4, 2), (Level::Degraded, Some(Reason::Loss)));
-        assert_eq!(judged(&tolerant, 4, 1), (Level::Down, Some(Reason::Loss)));
+        let any = (None, None);
+        assert_eq!(judged(any, 3, 3), (Level::Up, None));
+        assert_eq!(judged(any, 3, 2), (Level::Degraded, Some(Reason::Loss)));
+        assert_eq!(judged(any, 3, 0), (Level::Down, Some(Reason::Loss)));
+        let tolerant = (Some(0.5), Some(0.75));
+        assert_eq!(judged(tolerant, 4, 3), (Level::Up, None));
+        assert_eq!(judged(tolerant, 4, 2), (Level::Degraded, Some(Reason::Loss)));
+        assert_eq!(judged(tolerant, 4, 1), (Level::Down, Some(Reason::Loss)));
     }
 
     #[test]
     fn latency_is_the_mean_round_trip() {
-        let settings = icmp(3, None, None);
         let obs = Obs {
             sent: 3,
             received: 3,
             rtt: Duration::from_millis(7),
+            limits: (f64::MIN_POSITIVE, 1.0),
             ..Obs::default()
         };
-        let verdict = settings.judge(&obs, "::1".parse().expect("ip"));
-        assert_eq!(verdict.latency, Some(Duration::from_millis(7)));
+        assert_eq!(judge(&obs).latency, Some(Duration::from_millis(7)));
         let lost = Obs {
             sent: 1,
+            limits: (f64::MIN_POSITIVE, 1.0),
             ..Obs::default()
         };
-        assert_eq!(settings.judge(&lost, "::1".parse().expect("ip")).latency, None);
+        assert_eq!(judge(&lost).latency, None);
+        // An attempt cut at its timeout is judged by what it saw; one that sent nothing is not.
+        assert_eq!(Icmp::timed_out(&lost).map(|v| v.reason), Some(Some(Reason::Loss)));
+        assert_eq!(Icmp::timed_out(&Obs::default()), None);
     }
 
     #[test]

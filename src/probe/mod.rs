@@ -345,6 +345,8 @@ pub struct CheckContext {
     pub sockets: crate::transport::connect::Sockets,
     /// The ICMP sockets every `icmp` probe shares.
     pub pings: Arc<crate::transport::ping::Pingers>,
+    /// The UDP sockets `dns` queries reuse.
+    pub udp: Arc<dns::UdpSockets>,
 }
 
 tokio::task_local! {
@@ -409,6 +411,14 @@ pub trait ProbeKind: Sized + fmt::Debug + Send + Sync + 'static {
     /// The attempt was dropped at its timeout: close what was open in `obs`.
     fn interrupted(obs: &mut Self::Obs) {
         let _ = obs;
+    }
+
+    /// The verdict on an attempt dropped at its timeout, when the kind has a better one than
+    /// `timeout` from what it observed (icmp: the requests still unanswered are lost). A kind
+    /// that needs no timer of its own for that leaves the scheduler's the only one.
+    fn timed_out(obs: &Self::Obs) -> Option<Verdict> {
+        let _ = obs;
+        None
     }
 
     /// Carries what a finished run learnt into `kept`.
@@ -640,6 +650,11 @@ macro_rules! kinds {
             /// The attempt was dropped at its timeout.
             pub fn interrupted(&mut self) {
                 match self { $(Observed::$variant(obs) => <$ty as ProbeKind>::interrupted(obs),)+ }
+            }
+
+            /// The kind's own verdict on an attempt dropped at its timeout, if it has one.
+            pub fn timed_out(&self) -> Option<Verdict> {
+                match self { $(Observed::$variant(obs) => <$ty as ProbeKind>::timed_out(obs),)+ }
             }
 
             /// The observations of kind `K`, when they are of that kind.

@@ -138,7 +138,7 @@ struct Shared {
     /// The identifier of a raw socket's requests (the kernel sets a datagram socket's).
     ident: u16,
     next: AtomicU16,
-    waiting: Mutex<HashMap<u16, Waiter>>,
+    waiting: Mutex<BySeq>,
 }
 
 #[derive(Debug)]
@@ -148,14 +148,43 @@ struct Waiter {
     reply: oneshot::Sender<Reply>,
 }
 
+/// blackbox_exporter's payload text.
+const TEXT: &[u8] = b"Prometheus Blackbox Exporter";
+
 /// The payload of every request of `size` bytes: blackbox_exporter's text, cut or padded with
 /// zeros.
-fn payload(size: usize) -> Vec<u8> {
-    const TEXT: &[u8] = b"Prometheus Blackbox Exporter";
-    let mut data = TEXT[..size.min(TEXT.len())].to_vec();
-    data.resize(size, 0);
-    data
+fn payload(size: usize) -> impl Iterator<Item = u8> {
+    TEXT.iter().copied().chain(std::iter::repeat(0)).take(size)
 }
+
+/// Whether `data` is the payload of `size` bytes (compared in place).
+fn is_payload(data: &[u8], size: usize) -> bool {
+    data.len() == size && data.iter().copied().eq(payload(size))
+}
+
+/// Sequence numbers as their own hash: they are spread already, and SipHash would cost more
+/// than the lookup.
+#[derive(Clone, Copy, Default)]
+struct SeqHasher(u64);
+
+impl std::hash::Hasher for SeqHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u16(&mut self, n: u16) {
+        self.0 = u64::from(n);
+    }
+}
+
+type BySeq = HashMap<u16, Waiter, std::hash::BuildHasherDefault<SeqHasher>>;
+
+/// The receive buffer asked for each ICMP socket.
+const RECEIVE_BUFFER: usize = 4 << 20;
 
 /// The payload size without `payload_size`: the text alone.
 pub const DEFAULT_SIZE: usize = 28;
@@ -189,6 +218,11 @@ impl Pinger {
         };
         let fd =
             socket::socket(family, ty, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC, protocol).map_err(errno)?;
+        // Replies of thousands of targets can arrive together (and a raw socket sees the
+        // requests to local addresses too): room for them, past rmem_max where allowed.
+        if socket::setsockopt(&fd, sockopt::RcvBufForce, &RECEIVE_BUFFER).is_err() {
+            let _ = socket::setsockopt(&fd, sockopt::RcvBuf, &RECEIVE_BUFFER);
+        }
         if settings.v6 {
             socket::setsockopt(&fd, sockopt::Ipv6RecvHopLimit, &true).map_err(errno)?;
             if let Some(ttl) = settings.ttl {
@@ -209,7 +243,7 @@ impl Pinger {
             access,
             ident: fastrand::u16(..),
             next: AtomicU16::new(fastrand::u16(..)),
-            waiting: Mutex::new(HashMap::new()),
+            waiting: Mutex::new(BySeq::default()),
         });
         let receiving = tokio::spawn(receive(shared.clone()));
         Ok(Pinger { shared, receiving })
@@ -252,10 +286,11 @@ impl Pinger {
             at: Instant::now(),
             reply: rx,
         };
-        let mut packet = vec![if shared.settings.v6 { 128 } else { 8 }, 0, 0, 0];
+        let mut packet = Vec::with_capacity(8 + size);
+        packet.extend_from_slice(&[if shared.settings.v6 { 128 } else { 8 }, 0, 0, 0]);
         packet.extend_from_slice(&shared.ident.to_be_bytes());
         packet.extend_from_slice(&seq.to_be_bytes());
-        packet.extend_from_slice(&payload(size));
+        packet.extend(payload(size));
         if !shared.settings.v6 {
             // ICMPv6's checksum covers a pseudo header: the kernel computes it.
             let sum = checksum(&packet);
@@ -388,7 +423,7 @@ impl Shared {
         let mut waiting = self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let matches = waiting
             .get(&seq)
-            .is_some_and(|w| same_host(w.from, from) && icmp[8..] == payload(w.size)[..]);
+            .is_some_and(|w| same_host(w.from, from) && is_payload(&icmp[8..], w.size));
         if matches && let Some(waiter) = waiting.remove(&seq) {
             let _ = waiter.reply.send(Reply { at, hop_limit });
         }
@@ -415,9 +450,15 @@ mod tests {
 
     #[test]
     fn payload_is_blackbox_exporters_text_cut_or_padded() {
-        assert_eq!(payload(DEFAULT_SIZE), b"Prometheus Blackbox Exporter".to_vec());
-        assert_eq!(payload(4), b"Prom".to_vec());
-        assert_eq!(payload(30)[28..], [0, 0]);
+        assert_eq!(
+            payload(DEFAULT_SIZE).collect::<Vec<_>>(),
+            b"Prometheus Blackbox Exporter".to_vec()
+        );
+        assert_eq!(payload(4).collect::<Vec<_>>(), b"Prom".to_vec());
+        assert_eq!(payload(30).collect::<Vec<_>>()[28..], [0, 0]);
+        assert!(is_payload(b"Prom", 4));
+        assert!(!is_payload(b"Prom", 5));
+        assert!(!is_payload(b"Prox", 4));
     }
 
     #[tokio::test]

@@ -120,3 +120,36 @@ async fn probe_endpoint_publishes_blackbox_dns_series() {
     }
     app.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soa_queries_publish_the_zone_serial() {
+    // dnsmasq as the authoritative server of a zone of its own, with the serial given.
+    let dns = Dnsmasq::start(&[
+        "--auth-zone=soa.test",
+        "--auth-server=ns.soa.test,127.0.0.1",
+        "--auth-soa=2024010101,hostmaster.soa.test",
+    ]);
+    let server = dns.server();
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::config(
+        &format!(
+            "probes:\n- {{name: soa, kind: dns, server: '{server}', query_name: soa.test, query_type: SOA, \
+             validate_answer_rrs: {{fail_if_not_matches_regexp: ['\\tSOA\\t.* 2024010101 ']}}}}\n\
+             modules:\n  soa: {{kind: dns, query_name: soa.test, query_type: SOA}}\n"
+        ),
+        dir.path(),
+    );
+    let outcome = common::run(&config, "soa").await;
+    assert_eq!((outcome.level, outcome.reason), (Level::Up, None), "{}", outcome.detail);
+    let app = App::start(config, None).unwrap();
+    let router = vigil::web::router(app.clone());
+    let (_, _, body) = common::get(&router, &format!("/probe?module=soa&target={server}"), None).await;
+    for line in [
+        "probe_success 1",
+        "probe_dns_serial 2.024010101e+09",
+        "probe_dns_answer_rrs 1",
+    ] {
+        assert!(body.lines().any(|l| l == line), "missing {line:?} in:\n{body}");
+    }
+    app.stop();
+}

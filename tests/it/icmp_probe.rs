@@ -125,9 +125,9 @@ fn unprivileged_sockets_and_loss_inside_a_private_namespace() {
              probes:\n\
              - {{name: clean, kind: icmp, host: 127.0.0.1, packets: 4, packet_interval: 10ms}}\n\
              - {{name: clean6, kind: icmp, host: '::1', packets: 2, packet_interval: 10ms}}\n\
-             - {{name: half, kind: icmp, host: 127.0.0.4, packets: 4, packet_interval: 10ms}}\n\
+             - {{name: half, kind: icmp, host: 127.0.0.4, packets: 4, packet_interval: 10ms, timeout: 1s}}\n\
              - {{name: half-tolerated, kind: icmp, host: 127.0.0.5, packets: 4, packet_interval: 10ms, \
-                 degraded_loss: 0.75}}\n\
+                 degraded_loss: 0.75, timeout: 1s}}\n\
              - {{name: black-hole, kind: icmp, host: 127.0.0.3, packets: 2, packet_interval: 10ms, timeout: 1s}}\n",
             dir.path().join("state").display()
         ),
@@ -168,7 +168,7 @@ fn unprivileged_sockets_and_loss_inside_a_private_namespace() {
     );
     assert!(
         started.elapsed() < std::time::Duration::from_secs(10),
-        "the black hole ends at its 1s timeout"
+        "the runs with lost replies end at their 1s timeout"
     );
 }
 
