@@ -2,12 +2,13 @@
 """Helpers for bench/run.sh (stdlib only).
 
 Subcommands:
-  freeport                      print a free TCP port on 127.0.0.1
+  freeport [--udp]              print a free TCP (with --udp: TCP and UDP) port on 127.0.0.1
   wait-http URL SECONDS         poll URL until it answers 2xx (exit 1 on timeout)
+  wait-dns PORT NAME SECONDS    query NAME (type A) on 127.0.0.1:PORT over UDP until it is answered
   probe-check LABEL URL         fetch a /probe URL, require a line `probe_success 1`, record it
   wrk ...                       run wrk once, measure CPU of the processes involved, record it
   mem LABEL PID                 record VmHWM / VmRSS of PID
-  gen-config ...                write the self-scheduled config (N HTTP probes)
+  gen-config ...                write the self-scheduled config (N HTTP or ICMP probes)
   selfsched ...                 measure vigil in self-scheduled mode over a window
   report ...                    print the results table and write the markdown file
 
@@ -140,11 +141,28 @@ def http_get(url, timeout=10):
 
 # ----------------------------------------------------------------------------- subcommands
 
-def cmd_freeport(_a):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    print(s.getsockname()[1])
-    s.close()
+def cmd_freeport(a):
+    for _ in range(100):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        if not a.udp:
+            s.close()
+            print(port)
+            return 0
+        # a DNS server listens on both: the UDP port must be free as well
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            u.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            u.close()
+            s.close()
+        print(port)
+        return 0
+    print("no port free for both TCP and UDP after 100 tries", file=sys.stderr)
+    return 1
 
 
 def cmd_wait_http(a):
@@ -166,6 +184,38 @@ def cmd_wait_http(a):
     return 1
 
 
+def dns_query_a(name, qid):
+    """A DNS query packet: one question, type A, class IN, recursion desired."""
+    q = b"".join(bytes([len(l)]) + l.encode("ascii") for l in name.rstrip(".").split(".")) + b"\0"
+    return qid.to_bytes(2, "big") + b"\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" + q + b"\x00\x01\x00\x01"
+
+
+def cmd_wait_dns(a):
+    """Poll a DNS server on 127.0.0.1:PORT until it answers NAME with rcode 0 and an answer record."""
+    deadline = time.monotonic() + a.seconds
+    last = "no answer"
+    qid = os.getpid() & 0xFFFF
+    while time.monotonic() < deadline:
+        if a.pid and not alive(a.pid):
+            print(f"process {a.pid} exited before it answered DNS on 127.0.0.1:{a.port}", file=sys.stderr)
+            return 1
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(0.5)
+            try:
+                s.sendto(dns_query_a(a.name, qid), ("127.0.0.1", a.port))
+                data, _ = s.recvfrom(4096)
+                rcode, ancount = data[3] & 0x0F, int.from_bytes(data[6:8], "big")
+                if data[:2] == qid.to_bytes(2, "big") and rcode == 0 and ancount > 0:
+                    return 0
+                last = f"rcode {rcode}, {ancount} answers"
+            except OSError as e:  # refused (not listening yet) or timed out
+                last = str(e)
+        time.sleep(0.2)
+    print(f"timed out after {a.seconds}s waiting for an answer to {a.name} A on 127.0.0.1:{a.port}: {last}",
+          file=sys.stderr)
+    return 1
+
+
 def cmd_probe_check(a):
     try:
         status, body = http_get(a.url, timeout=15)
@@ -176,8 +226,8 @@ def cmd_probe_check(a):
         status, text = 0, f"request failed: {e}"
     ok = bool(re.search(r"^probe_success(\{\})? 1(\.0)?$", text, re.M))
     line = next((l for l in text.splitlines() if l.startswith("probe_success")), "(no probe_success line)")
-    append(a.results, {"type": "check", "label": a.label, "when": a.when, "ok": ok, "http_status": status,
-                       "line": line})
+    append(a.results, {"type": "check", "label": a.label, "kind": a.kind, "when": a.when, "ok": ok,
+                       "http_status": status, "line": line})
     print(f"  {a.label} /probe check ({a.when}): HTTP {status}, {line} -> {'OK' if ok else 'FAILED'}")
     if not ok:
         print("  --- response ---\n" + "\n".join(text.splitlines()[:40]), file=sys.stderr)
@@ -189,7 +239,8 @@ def cmd_wrk(a):
     if wrk_args and wrk_args[0] == "--":
         wrk_args = wrk_args[1:]
     exp_before = proc_cpu_ticks(a.exporter_pid) if a.exporter_pid else None
-    ngx_before = tree_cpu_ticks(a.nginx_pid)
+    # the probes' target: nginx (http), dnsmasq (dns); none for icmp, which the kernel answers
+    ngx_before = tree_cpu_ticks(a.target_pid) if a.target_pid else {}
     sys_before = system_busy_ticks()
     t0 = time.monotonic()
     with open(a.log, "w") as log:
@@ -207,7 +258,7 @@ def cmd_wrk(a):
         log.write(out)
     wall = time.monotonic() - t0
     sys_after = system_busy_ticks()
-    ngx_after = tree_cpu_ticks(a.nginx_pid)
+    ngx_after = tree_cpu_ticks(a.target_pid) if a.target_pid else {}
     exp_after = proc_cpu_ticks(a.exporter_pid) if a.exporter_pid else None
     if p.returncode != 0:
         print(f"wrk failed (exit {p.returncode}); see {a.log}", file=sys.stderr)
@@ -221,14 +272,15 @@ def cmd_wrk(a):
     dur = w["duration_us"] / 1e6
     errors = w["err_connect"] + w["err_read"] + w["err_write"] + w["err_status"] + w["err_timeout"]
     rec = {
-        "type": "wrk", "label": a.label, "role": a.role, "conns": a.conns, "threads": a.threads,
+        "type": "wrk", "label": a.label, "role": a.role, "kind": a.kind, "conns": a.conns, "threads": a.threads,
         "requests": reqs, "duration_s": round(dur, 3), "wall_s": round(wall, 3),
         "req_per_s": reqs / dur if dur else 0.0,
         "errors": errors,
         "err_detail": {k[4:]: w[k] for k in ("err_connect", "err_read", "err_write", "err_status", "err_timeout")},
         "lat_p50_ms": w["lat_p50_us"] / 1000, "lat_p99_ms": w["lat_p99_us"] / 1000,
         "lat_max_ms": w["lat_max_us"] / 1000,
-        "nginx_cpu_s": tree_delta_seconds(ngx_before, ngx_after),
+        "target": a.target_name if a.target_pid else None,
+        "target_cpu_s": tree_delta_seconds(ngx_before, ngx_after),
         "wrk_cpu_s": ru.ru_utime + ru.ru_stime,
         "system_busy_s": (sys_after[0] - sys_before[0]) / CLK_TCK,
         "cmd": shlex.join(wrk_args),
@@ -240,7 +292,7 @@ def cmd_wrk(a):
         rec["exporter_cpu_s"] = (exp_after - exp_before) / CLK_TCK
         rec["cpu_us_per_probe"] = rec["exporter_cpu_s"] * 1e6 / reqs if reqs else None
     # whatever the machine did besides the processes measured (softirq, other programs)
-    rec["other_cpu_s"] = rec["system_busy_s"] - rec.get("exporter_cpu_s", 0) - rec["nginx_cpu_s"] - rec["wrk_cpu_s"]
+    rec["other_cpu_s"] = rec["system_busy_s"] - rec.get("exporter_cpu_s", 0) - rec["target_cpu_s"] - rec["wrk_cpu_s"]
     disturbed = rec["other_cpu_s"] / wall > OTHER_WARN
     if not (disturbed and a.discard_if_disturbed):
         append(a.results, rec)
@@ -249,7 +301,9 @@ def cmd_wrk(a):
             f"p50={rec['lat_p50_ms']:.2f}ms p99={rec['lat_p99_ms']:.2f}ms")
     if a.exporter_pid:
         line += f"  exporter {rec['cpu_us_per_probe']:.0f} us/probe ({cores(rec['exporter_cpu_s']):.2f} cores)"
-    line += (f"  nginx {cores(rec['nginx_cpu_s']):.2f}  wrk {cores(rec['wrk_cpu_s']):.2f}"
+    if a.target_pid:
+        line += f"  {a.target_name} {cores(rec['target_cpu_s']):.2f}"
+    line += (f"  wrk {cores(rec['wrk_cpu_s']):.2f}"
              f"  other {cores(rec['other_cpu_s']):.2f}  system {cores(rec['system_busy_s']):.2f} cores")
     print(line)
     if errors:
@@ -301,13 +355,30 @@ def cmd_mem(a):
     print(f"  {a.label} memory: VmHWM {st['VmHWM'] / 1024:.1f} MiB, VmRSS {st['VmRSS'] / 1024:.1f} MiB")
 
 
+# loopback addresses the icmp probes are spread over: 127.0.0.1-127.0.255.254 (the kernel answers
+# every 127/8 address on lo), skipping the .0 and .255 of each /24
+ICMP_HOSTS = 256 * 254
+
+
+def icmp_host(k):
+    return f"127.0.{k // 254}.{k % 254 + 1}"
+
+
 def cmd_gen_config(a):
+    if a.kind == "http" and a.port is None:
+        raise SystemExit("gen-config --kind http needs --port")
+    if a.kind == "icmp" and a.n > ICMP_HOSTS:
+        raise SystemExit(f"gen-config --kind icmp: at most {ICMP_HOSTS} probes (one loopback address each)")
     with open(a.out, "w") as f:
         f.write("# generated by bench/benchlib.py gen-config\n")
         f.write(f"defaults: {{interval: {a.interval}, timeout: {a.timeout}}}\n")
         f.write("probes:\n")
         for i in range(1, a.n + 1):
-            f.write(f'  - {{name: t{i:05d}, kind: http, url: "http://127.0.0.1:{a.port}/?t={i}"}}\n')
+            if a.kind == "http":
+                f.write(f'  - {{name: t{i:05d}, kind: http, url: "http://127.0.0.1:{a.port}/?t={i}"}}\n')
+            else:
+                # evenly over the whole range, one address per probe
+                f.write(f"  - {{name: i{i:05d}, kind: icmp, host: {icmp_host((i - 1) * ICMP_HOSTS // a.n)}}}\n")
 
 
 def parse_duration_s(s):
@@ -344,9 +415,10 @@ def cmd_selfsched(a):
     interval_s = parse_duration_s(a.interval)
     t_start = scrape(a.metrics_url)
     runs0, nseries = runs_sum(t_start)
-    exp0, ngx0, sys0, w0 = proc_cpu_ticks(a.pid), tree_cpu_ticks(a.nginx_pid), system_busy_ticks(), time.monotonic()
+    target = (lambda: tree_cpu_ticks(a.target_pid)) if a.target_pid else dict
+    exp0, ngx0, sys0, w0 = proc_cpu_ticks(a.pid), target(), system_busy_ticks(), time.monotonic()
     time.sleep(a.window)
-    exp1, ngx1, sys1, w1 = proc_cpu_ticks(a.pid), tree_cpu_ticks(a.nginx_pid), system_busy_ticks(), time.monotonic()
+    exp1, ngx1, sys1, w1 = proc_cpu_ticks(a.pid), target(), system_busy_ticks(), time.monotonic()
     t_end = scrape(a.metrics_url)
     runs1, _ = runs_sum(t_end)
     wall = w1 - w0
@@ -375,11 +447,12 @@ def cmd_selfsched(a):
     text = scrape(a.metrics_url)
     st = proc_status(a.pid)
     rec = {
-        "type": "selfsched", "label": "vigil", "n": a.n, "interval": a.interval, "window_s": round(wall, 2),
+        "type": "selfsched", "label": "vigil", "kind": a.kind, "n": a.n, "interval": a.interval, "window_s": round(wall, 2),
         "cpu_s": cpu_s, "cores": cpu_s / wall, "runs": runs, "runs_source": runs_source,
         "runs_per_s": runs / wall, "cpu_us_per_run": cpu_s * 1e6 / runs if runs else None,
         "expected_runs_per_s": a.n / interval_s,
-        "nginx_cores": tree_delta_seconds(ngx0, ngx1) / wall,
+        "target": a.target_name if a.target_pid else None,
+        "target_cores": tree_delta_seconds(ngx0, ngx1) / wall,
         "system_cores": (sys1[0] - sys0[0]) / CLK_TCK / wall,
         "other_cores": ((sys1[0] - sys0[0]) / CLK_TCK - cpu_s - tree_delta_seconds(ngx0, ngx1)) / wall,
         "rss_kib": st["VmRSS"], "hwm_kib": st["VmHWM"], "threads": st.get("Threads"),
@@ -411,6 +484,20 @@ def cmd_selfsched(a):
 
 # ----------------------------------------------------------------------------- report
 
+RATIO_BAR = 0.2       # dns, icmp: vigil's CPU per /probe at most this share of blackbox's, in the same run
+ICMP_SS_N = 10000     # icmp self-scheduled goal: this many targets...
+ICMP_SS_INTERVAL = 15  # ...every this many seconds...
+ICMP_SS_CORES = 0.05  # ...under this many cores
+
+# the /probe sections of the other kinds: (title, what wrk asks for)
+KIND_SECTIONS = {
+    "dns": ("dns", "`/probe?module=dns_a&target=127.0.0.1:DNSMASQ`: one A query for `ok.vigil.test` over UDP "
+                   "to the bench's dnsmasq (single-threaded, its CPU in the `dnsmasq cores` column) per request."),
+    "icmp": ("icmp", "`/probe?module=icmp&target=127.0.0.1`: one echo request to 127.0.0.1 per request, "
+                     "answered by the kernel (its work shows in the exporter's system time or in `other cores`)."),
+}
+
+
 def fmt(v, spec, none="-"):
     return none if v is None else format(v, spec)
 
@@ -423,23 +510,173 @@ def verdict(ok):
     return "PASS" if ok else "FAIL"
 
 
+def kind_of(r):
+    return r.get("kind", "http")  # records of the http sections have always been http
+
+
+def wrk_table(wrks, target_col):
+    """Header and rows of a wrk table; target_col names the column of the target process, or None."""
+    hdr = ["target", "wrk", "req/s", "errors", "p50 ms", "p99 ms", "exporter us/probe", "exporter cores"]
+    hdr += [target_col] if target_col else []
+    hdr += ["wrk cores", "other cores", "system cores"]
+    rows = []
+    for r in wrks:
+        w = r["wall_s"]
+        row = [
+            r["label"], f"-t{r['threads']} -c{r['conns']}", f"{r['req_per_s']:,.0f}", str(r["errors"]),
+            f"{r['lat_p50_ms']:.2f}", f"{r['lat_p99_ms']:.2f}",
+            fmt(r.get("cpu_us_per_probe"), ".0f"),
+            fmt(r["exporter_cpu_s"] / w if "exporter_cpu_s" in r else None, ".2f"),
+        ]
+        if target_col:
+            row.append(f"{r['target_cpu_s'] / w:.2f}" if r.get("target") else "-")
+        row += [f"{r['wrk_cpu_s'] / w:.2f}", f"{r['other_cpu_s'] / w:.2f}", f"{r['system_busy_s'] / w:.2f}"]
+        rows.append(row)
+    return hdr, rows
+
+
+def emit_table(txt, md, title, hdr, rows):
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(hdr)]
+    txt.append("")
+    txt.append(title)
+    txt.append("  ".join(h.rjust(widths[i]) if i else h.ljust(widths[i]) for i, h in enumerate(hdr)))
+    for row in rows:
+        txt.append("  ".join(c.rjust(widths[i]) if i else c.ljust(widths[i]) for i, c in enumerate(row)))
+    md.append("| " + " | ".join(hdr) + " |")
+    md.append("|" + "|".join(["---"] + ["---:"] * (len(hdr) - 1)) + "|")
+    for row in rows:
+        md.append("| " + " | ".join(row) + " |")
+    md.append("")
+
+
+def mem_check_lines(mems, checks, labels, kind):
+    out = []
+    for label in labels:
+        if label in mems:
+            m = mems[label]
+            out.append(f"{label}: peak RSS (VmHWM) {mib(m['hwm_kib']):.1f} MiB, "
+                       f"RSS at end {mib(m['rss_kib']):.1f} MiB, threads {m.get('threads')}")
+    for c in checks:
+        if kind_of(c) == kind:
+            out.append(f"{c['label']} /probe check {c['when']}: `{c['line']}` -> {'OK' if c['ok'] else 'FAILED'}")
+    return out
+
+
+def ratio_rows(by, vlabel, blabel):
+    """[(at, probes/s ratio, CPU per probe ratio)] at each connection count both ran, then at each one's peak."""
+    if vlabel not in by or blabel not in by:
+        return []
+    ok = lambda r: r.get("cpu_us_per_probe") and r["req_per_s"]  # noqa: E731 - a run with no probe has no ratio
+    rl = []
+    for c in sorted(set(by[vlabel]) & set(by[blabel])):
+        v, b = by[vlabel][c], by[blabel][c]
+        if ok(v) and ok(b):
+            rl.append((f"c={c}", v["req_per_s"] / b["req_per_s"], v["cpu_us_per_probe"] / b["cpu_us_per_probe"]))
+    vs, bs = [r for r in by[vlabel].values() if ok(r)], [r for r in by[blabel].values() if ok(r)]
+    if vs and bs:
+        vp = max(vs, key=lambda r: r["req_per_s"])
+        bp = max(bs, key=lambda r: r["req_per_s"])
+        rl.append((f"peak (vigil c={vp['conns']}, blackbox c={bp['conns']})",
+                   vp["req_per_s"] / bp["req_per_s"], vp["cpu_us_per_probe"] / bp["cpu_us_per_probe"]))
+    return rl
+
+
+def emit_ratios(txt, md, rl, heading):
+    txt.append("")
+    txt.append("  ratios vigil/blackbox:")
+    md.append(f"### {heading}\n")
+    md.append("| at | probes/s ratio | CPU per probe ratio |")
+    md.append("|---|---:|---:|")
+    for at, pr, cr in rl:
+        txt.append(f"    {at:<40} probes/s x{pr:.2f}   CPU/probe x{cr:.3f} (blackbox uses {1 / cr:.1f}x vigil's CPU)")
+        md.append(f"| {at} | {pr:.2f} | {cr:.3f} (blackbox uses {1 / cr:.1f}x vigil's CPU) |")
+    md.append("")
+
+
+def ratio_goal(rl):
+    """(text, ok) for the bar on CPU per probe, judged on the worst ratio at equal connection counts."""
+    same = [(at, cr) for at, _, cr in rl if at.startswith("c=")]
+    if not same:
+        return "no vigil and blackbox runs at the same connection count: not judged", None
+    worst = max(same, key=lambda x: x[1])
+    best = min(same, key=lambda x: x[1])
+    ok = worst[1] <= RATIO_BAR
+    span = f"x{best[1]:.3f}" if best is worst else f"x{best[1]:.3f}-x{worst[1]:.3f} (worst at {worst[0]})"
+    return f"vigil CPU per probe / blackbox's {span} <= {RATIO_BAR}: {verdict(ok)}", ok
+
+
+def selfsched_rows(ss, meta, what):
+    return [
+        ("probes", f"{ss['n']:,} {what}, interval {ss['interval']}"),
+        ("window", f"{ss['window_s']:.1f} s after {meta['ss_warmup']} s warm-up"),
+        ("CPU", f"{ss['cpu_s']:.2f} s = {ss['cores']:.3f} cores"),
+        ("probe runs", f"{ss['runs']:,.0f} ({ss['runs_per_s']:.0f}/s; expected {ss['expected_runs_per_s']:.0f}/s;"
+                       f" from {ss['runs_source']})"),
+        ("CPU per probe run", f"{fmt(ss['cpu_us_per_run'], '.0f')} us"),
+        ("RSS / peak RSS, before any /metrics scrape",
+         f"{fmt(mib(ss['rss_before_scrape_kib']), '.1f')} MiB / {fmt(mib(ss['hwm_before_scrape_kib']), '.1f')} MiB"),
+        ("RSS / peak RSS, at the end", f"{mib(ss['rss_kib']):.1f} MiB / {mib(ss['hwm_kib']):.1f} MiB "
+                                       f"(threads {ss['threads']})"),
+        ("/metrics scrape", f"median {ss['scrape_median_ms']:.1f} ms, max {ss['scrape_max_ms']:.1f} ms "
+                            f"({len(ss['scrape_times_ms'])} scrapes), {ss['scrape_bytes']:,} bytes, "
+                            f"{ss['metrics_lines']:,} lines"),
+        ("probe status", f"up {ss['up']:,}, degraded {ss['degraded']:,}, down {ss['down']:,} of {ss['n']:,}"),
+    ]
+
+
+def emit_selfsched(txt, md, t, targets, title, heading, targets_heading):
+    txt.append("")
+    txt.append(title)
+    kw = max(len(k) for k, _ in t)
+    for k, v in t:
+        txt.append(f"  {k:<{kw}}  {v}")
+    txt.extend("  target: " + l for l in targets)
+    md.append(f"## {heading}\n")
+    md.append("| measure | value |")
+    md.append("|---|---|")
+    for k, v in t:
+        md.append(f"| {k} | {v} |")
+    md.append("")
+    md.append(f"### {targets_heading}\n")
+    md.extend("- " + l for l in targets)
+    md.append("")
+
+
+def icmp_ss_goal(ss):
+    """(text, ok) for "10,000 ICMP targets at a 15 s interval under 0.05 of a core"; ok None when not judged."""
+    goal = f"{ICMP_SS_N:,} ICMP targets at a {ICMP_SS_INTERVAL} s interval under {ICMP_SS_CORES} of a core"
+    if ss["n"] < ICMP_SS_N or parse_duration_s(ss["interval"]) > ICMP_SS_INTERVAL:
+        return (f"{goal}: not judged, this run had {ss['n']:,} targets at {ss['interval']} "
+                f"({ss['cores']:.3f} cores)"), None
+    ok = ss["cores"] < ICMP_SS_CORES and ss["up"] >= 0.95 * ss["n"]
+    why = "" if ss["up"] >= 0.95 * ss["n"] else f" (but only {ss['up']:,} of {ss['n']:,} up)"
+    return f"{goal}: {ss['cores']:.3f} cores with {ss['n']:,} at {ss['interval']}{why}: {verdict(ok)}", ok
+
+
 def build_report(recs, meta):
     """Return (plain text, markdown)."""
-    wrks = [r for r in recs if r["type"] == "wrk"]
+    allwrks = [r for r in recs if r["type"] == "wrk"]
+    wrks = [r for r in allwrks if kind_of(r) == "http"]
     mems = {r["label"]: r for r in recs if r["type"] == "mem"}
     checks = [r for r in recs if r["type"] == "check"]
-    ss = next((r for r in recs if r["type"] == "selfsched"), None)
-    pre = mems.get("vigil-selfsched-before-scrape")  # after the warm-up, before any /metrics scrape
-    if ss:
-        ss = dict(ss, rss_before_scrape_kib=pre and pre["rss_kib"], hwm_before_scrape_kib=pre and pre["hwm_kib"])
+    sss = {}
+    for r in recs:
+        if r["type"] == "selfsched":
+            pre = mems.get("vigil-selfsched-before-scrape" if kind_of(r) == "http"
+                           else f"vigil-selfsched-{kind_of(r)}-before-scrape")  # after the warm-up, before any /metrics scrape
+            sss[kind_of(r)] = dict(r, rss_before_scrape_kib=pre and pre["rss_kib"],
+                                   hwm_before_scrape_kib=pre and pre["hwm_kib"])
+    ss = sss.get("http")
     txt, md = [], []
+    goals = []  # (text, ok) of the dns and icmp goals, summed up at the end
 
     md.append("# vigil benchmark results\n")
     md.append(f"- date: {meta['date']}")
     md.append(f"- machine: {meta['nproc']} CPUs ({meta['cpu_model']}), kernel {meta['kernel']}, "
               f"{meta['mem_total']}")
     md.append(f"- nginx: {meta['nginx_version']}; blackbox_exporter: {meta['blackbox_version']}; "
-              f"vigil: {meta['vigil_version']} ({meta['vigil_commit']}); wrk: {meta['wrk_version']}")
+              f"vigil: {meta['vigil_version']} ({meta['vigil_commit']}); wrk: {meta['wrk_version']}"
+              + (f"; dnsmasq: {meta['dnsmasq_version']}" if meta.get("dnsmasq_version", "not run") != "not run" else ""))
     md.append(f"- sections run: {meta['sections']}; wrk -t{meta['threads']} against the exporters, "
               f"-t{meta['nginx_threads']} against nginx alone; {meta['duration']} s per run, "
               f"connections {meta['conns']}, {meta['warmup']} s unmeasured warm-up per exporter")
@@ -451,46 +688,16 @@ def build_report(recs, meta):
                f"blackbox {meta['blackbox_version']}  vigil {meta['vigil_version']} ({meta['vigil_commit']})")
 
     if wrks:
-        hdr = ["target", "wrk", "req/s", "errors", "p50 ms", "p99 ms", "exporter us/probe",
-               "exporter cores", "nginx cores", "wrk cores", "other cores", "system cores"]
-        rows = []
-        for r in wrks:
-            w = r["wall_s"]
-            rows.append([
-                r["label"], f"-t{r['threads']} -c{r['conns']}", f"{r['req_per_s']:,.0f}", str(r["errors"]),
-                f"{r['lat_p50_ms']:.2f}", f"{r['lat_p99_ms']:.2f}",
-                fmt(r.get("cpu_us_per_probe"), ".0f"),
-                fmt(r["exporter_cpu_s"] / w if "exporter_cpu_s" in r else None, ".2f"),
-                f"{r['nginx_cpu_s'] / w:.2f}", f"{r['wrk_cpu_s'] / w:.2f}", f"{r['other_cpu_s'] / w:.2f}",
-                f"{r['system_busy_s'] / w:.2f}",
-            ])
-        widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(hdr)]
-        txt.append("")
-        txt.append(f"== /probe mode ({meta['duration']} s per wrk run; "
-                   "nginx rows = nginx alone, Connection: close) ==")
-        txt.append("  ".join(h.rjust(widths[i]) if i else h.ljust(widths[i]) for i, h in enumerate(hdr)))
-        for row in rows:
-            txt.append("  ".join(c.rjust(widths[i]) if i else c.ljust(widths[i]) for i, c in enumerate(row)))
+        hdr, rows = wrk_table(wrks, "nginx cores")
         md.append("## /probe mode\n")
         md.append("`nginx` rows: wrk straight at nginx with `Connection: close` (one fresh connection per "
                   "request, the ceiling for any prober here). Other rows: wrk at the exporter's "
                   "`/probe?module=http_2xx&target=http://127.0.0.1:NGINX/`.\n")
-        md.append("| " + " | ".join(hdr) + " |")
-        md.append("|" + "|".join(["---"] + ["---:"] * (len(hdr) - 1)) + "|")
-        for row in rows:
-            md.append("| " + " | ".join(row) + " |")
-        md.append("")
+        emit_table(txt, md, f"== /probe mode ({meta['duration']} s per wrk run; "
+                            "nginx rows = nginx alone, Connection: close) ==", hdr, rows)
 
         # memory and checks
-        mem_lines = []
-        for label in ("blackbox", "vigil"):
-            if label in mems:
-                m = mems[label]
-                mem_lines.append(f"{label}: peak RSS (VmHWM) {mib(m['hwm_kib']):.1f} MiB, "
-                                 f"RSS at end {mib(m['rss_kib']):.1f} MiB, threads {m.get('threads')}")
-        for c in checks:
-            mem_lines.append(f"{c['label']} /probe check {c['when']}: `{c['line']}` -> "
-                             f"{'OK' if c['ok'] else 'FAILED'}")
+        mem_lines = mem_check_lines(mems, checks, ("blackbox", "vigil"), "http")
         if mem_lines:
             txt.append("")
             txt.extend("  " + l.replace("`", "") for l in mem_lines)
@@ -501,25 +708,9 @@ def build_report(recs, meta):
         by = {}
         for r in wrks:
             by.setdefault(r["label"], {})[r["conns"]] = r
-        if "vigil" in by and "blackbox" in by:
-            rl = []
-            for c in sorted(set(by["vigil"]) & set(by["blackbox"])):
-                v, b = by["vigil"][c], by["blackbox"][c]
-                rl.append((f"c={c}", v["req_per_s"] / b["req_per_s"],
-                           v["cpu_us_per_probe"] / b["cpu_us_per_probe"]))
-            vp = max(by["vigil"].values(), key=lambda r: r["req_per_s"])
-            bp = max(by["blackbox"].values(), key=lambda r: r["req_per_s"])
-            rl.append((f"peak (vigil c={vp['conns']}, blackbox c={bp['conns']})",
-                       vp["req_per_s"] / bp["req_per_s"], vp["cpu_us_per_probe"] / bp["cpu_us_per_probe"]))
-            txt.append("")
-            txt.append("  ratios vigil/blackbox:")
-            md.append("### vigil / blackbox\n")
-            md.append("| at | probes/s ratio | CPU per probe ratio |")
-            md.append("|---|---:|---:|")
-            for at, pr, cr in rl:
-                txt.append(f"    {at:<40} probes/s x{pr:.2f}   CPU/probe x{cr:.3f} (blackbox uses {1 / cr:.1f}x vigil's CPU)")
-                md.append(f"| {at} | {pr:.2f} | {cr:.3f} (blackbox uses {1 / cr:.1f}x vigil's CPU) |")
-            md.append("")
+        rl = ratio_rows(by, "vigil", "blackbox")
+        if rl:
+            emit_ratios(txt, md, rl, "vigil / blackbox")
         if "vigil" in by:
             best_cpu = min(r["cpu_us_per_probe"] for r in by["vigil"].values())
             peak = max(r["req_per_s"] for r in by["vigil"].values())
@@ -534,24 +725,9 @@ def build_report(recs, meta):
             md.append("")
 
     if ss:
-        t = [
-            ("probes", f"{ss['n']:,} HTTP probes, interval {ss['interval']}"),
-            ("window", f"{ss['window_s']:.1f} s after {meta['ss_warmup']} s warm-up"),
-            ("CPU", f"{ss['cpu_s']:.2f} s = {ss['cores']:.3f} cores"),
-            ("probe runs", f"{ss['runs']:,.0f} ({ss['runs_per_s']:.0f}/s; expected {ss['expected_runs_per_s']:.0f}/s;"
-                           f" from {ss['runs_source']})"),
-            ("CPU per probe run", f"{fmt(ss['cpu_us_per_run'], '.0f')} us"),
-            ("RSS / peak RSS, before any /metrics scrape",
-             f"{fmt(mib(ss['rss_before_scrape_kib']), '.1f')} MiB / {fmt(mib(ss['hwm_before_scrape_kib']), '.1f')} MiB"),
-            ("RSS / peak RSS, at the end", f"{mib(ss['rss_kib']):.1f} MiB / {mib(ss['hwm_kib']):.1f} MiB "
-                                           f"(threads {ss['threads']})"),
-            ("/metrics scrape", f"median {ss['scrape_median_ms']:.1f} ms, max {ss['scrape_max_ms']:.1f} ms "
-                                f"({len(ss['scrape_times_ms'])} scrapes), {ss['scrape_bytes']:,} bytes, "
-                                f"{ss['metrics_lines']:,} lines"),
-            ("probe status", f"up {ss['up']:,}, degraded {ss['degraded']:,}, down {ss['down']:,} of {ss['n']:,}"),
-            ("nginx / other / system", f"nginx {ss['nginx_cores']:.3f} cores, other {ss['other_cores']:.3f} cores, "
-                                       f"whole machine {ss['system_cores']:.3f} cores"),
-        ]
+        t = selfsched_rows(ss, meta, "HTTP probes")
+        t.append(("nginx / other / system", f"nginx {ss['target_cores']:.3f} cores, other {ss['other_cores']:.3f} cores, "
+                                            f"whole machine {ss['system_cores']:.3f} cores"))
         targets = [
             f"one core or less: {ss['cores']:.3f} cores: {verdict(ss['cores'] <= 1.0)}",
             f"< 100 MiB RSS: peak {mib(ss['hwm_kib']):.1f} MiB ({fmt(mib(ss['hwm_before_scrape_kib']), '.1f')} MiB "
@@ -559,26 +735,92 @@ def build_report(recs, meta):
             f"scrape < 100 ms: max {ss['scrape_max_ms']:.1f} ms: {verdict(ss['scrape_max_ms'] < 100)}",
             f"most probes UP: {ss['up']:,}/{ss['n']:,}: {verdict(ss['up'] >= 0.95 * ss['n'])}",
         ]
+        emit_selfsched(txt, md, t, targets, f"== self-scheduled mode (vigil, {ss['n']:,} probes) ==",
+                       "self-scheduled mode (vigil only)", "targets (self-scheduled)")
+
+    # the other kinds' /probe sections: blackbox-KIND and vigil-KIND rows, each against its own target
+    for kind, (title, what) in KIND_SECTIONS.items():
+        kw = [r for r in allwrks if kind_of(r) == kind]
+        if not kw:
+            continue
+        tname = next((r["target"] for r in kw if r.get("target")), None)
+        hdr, rows = wrk_table(kw, f"{tname} cores" if tname else None)
+        md.append(f"## /probe mode, {title}\n")
+        md.append(f"wrk at each exporter's {what} Both exporters read the same blackbox_exporter config "
+                  "(module in the commands below)."
+                  + (f" `net.ipv4.ping_group_range` is `{' '.join(meta['ping_group_range'])}`: exporters whose "
+                     "group is outside it use raw ICMP sockets." if kind == "icmp" and meta.get("ping_group_range")
+                     else "") + "\n")
+        emit_table(txt, md, f"== /probe mode, {title} ({meta['duration']} s per wrk run) ==", hdr, rows)
+        labels = (f"blackbox-{kind}", f"vigil-{kind}")
+        mem_lines = mem_check_lines(mems, checks, labels, kind)
+        if mem_lines:
+            txt.append("")
+            txt.extend("  " + l.replace("`", "") for l in mem_lines)
+            md.extend("- " + l for l in mem_lines)
+            md.append("")
+        by = {}
+        for r in kw:
+            by.setdefault(r["label"], {})[r["conns"]] = r
+        rl = ratio_rows(by, labels[1], labels[0])
+        if rl:
+            emit_ratios(txt, md, rl, f"vigil / blackbox ({title})")
+        t = []
+        if rl:
+            g = ratio_goal(rl)
+            goals.append((f"{title} /probe: " + g[0], g[1]))
+            t.append(g[0])
+        for label in labels:
+            if label in by:
+                rs = by[label].values()
+                lo, hi = (f(r["cpu_us_per_probe"] or 0 for r in rs) for f in (min, max))
+                t.append(f"{label}: peak {max(r['req_per_s'] for r in rs):,.0f} probes/s, CPU per probe "
+                         + (f"{lo:.0f} us" if round(lo) == round(hi) else f"{lo:.0f}-{hi:.0f} us")
+                         + f", errors across runs: {sum(r['errors'] for r in rs)}")
+        if tname:
+            busiest = max(kw, key=lambda r: r["target_cpu_s"] / r["wall_s"])
+            tc = busiest["target_cpu_s"] / busiest["wall_s"]
+            line = f"{tname}: at most {tc:.2f} cores ({busiest['label']} -c{busiest['conns']})"
+            if tc >= 0.9:
+                line += (f"; WARNING: {tname} is single-threaded and was near a full core, so that run's "
+                         "probes/s are bounded by it, not by the exporter (CPU per probe still holds)")
+            t.append(line)
+        if t:
+            txt.append("")
+            txt.extend("  target: " + l for l in t)
+            md.append(f"### targets (/probe {title})\n")
+            md.extend("- " + l for l in t)
+            md.append("")
+
+    icmp_ss = sss.get("icmp")
+    if icmp_ss:
+        t = selfsched_rows(icmp_ss, meta, "ICMP probes, one loopback address 127.0.X.Y each")
+        t.append(("other / system", f"other {icmp_ss['other_cores']:.3f} cores (the kernel's echo replies, if not in "
+                                    f"vigil's system time), whole machine {icmp_ss['system_cores']:.3f} cores"))
+        g = icmp_ss_goal(icmp_ss)
+        goals.append(("icmp self-scheduled: " + g[0], g[1]))
+        targets = [g[0], f"most probes UP: {icmp_ss['up']:,}/{icmp_ss['n']:,}: "
+                         f"{verdict(icmp_ss['up'] >= 0.95 * icmp_ss['n'])}"]
+        emit_selfsched(txt, md, t, targets, f"== self-scheduled mode, icmp (vigil, {icmp_ss['n']:,} probes) ==",
+                       "self-scheduled mode, icmp (vigil only)", "targets (self-scheduled icmp)")
+
+    if goals:
+        ok = [g for _, g in goals]
+        overall = ("PASS" if all(ok) else "FAIL") if None not in ok else \
+            ("FAIL" if False in ok else "INCOMPLETE (not every goal judged)")
         txt.append("")
-        txt.append(f"== self-scheduled mode (vigil, {ss['n']:,} probes) ==")
-        kw = max(len(k) for k, _ in t)
-        for k, v in t:
-            txt.append(f"  {k:<{kw}}  {v}")
-        txt.extend("  target: " + l for l in targets)
-        md.append("## self-scheduled mode (vigil only)\n")
-        md.append("| measure | value |")
-        md.append("|---|---|")
-        for k, v in t:
-            md.append(f"| {k} | {v} |")
-        md.append("")
-        md.append("### targets (self-scheduled)\n")
-        md.extend("- " + l for l in targets)
-        md.append("")
+        txt.append("== dns and icmp goals ==")
+        txt.extend(f"  {l}" for l, _ in goals)
+        txt.append(f"  verdict: {overall}")
+        md.append("## dns and icmp goals\n")
+        md.extend(f"- {l}" for l, _ in goals)
+        md.append(f"\n**verdict: {overall}**\n")
 
     noisy = [f"{r['label']} -t{r['threads']} -c{r['conns']}: {r['other_cpu_s'] / r['wall_s']:.2f} cores"
-             for r in wrks if r["other_cpu_s"] / r["wall_s"] > OTHER_WARN]
-    if ss and ss["other_cores"] > OTHER_WARN:
-        noisy.append(f"self-scheduled window: {ss['other_cores']:.2f} cores")
+             for r in allwrks if r["other_cpu_s"] / r["wall_s"] > OTHER_WARN]
+    for kind, s in sss.items():
+        if s["other_cores"] > OTHER_WARN:
+            noisy.append(f"self-scheduled{'' if kind == 'http' else ' ' + kind} window: {s['other_cores']:.2f} cores")
     if noisy:
         w = ("WARNING: other processes used CPU during these runs (\"other cores\"), so their figures are "
              "disturbed; re-run on an idle machine: " + "; ".join(noisy))
@@ -589,7 +831,7 @@ def build_report(recs, meta):
     md.append("## commands\n")
     md.append("```")
     md.extend(meta.get("commands", []))
-    for r in wrks:
+    for r in allwrks:
         md.append(r["cmd"])
     md.append("```")
     return "\n".join(txt) + "\n", "\n".join(md) + "\n"
@@ -610,7 +852,9 @@ def cmd_report(a):
 def main():
     ap = argparse.ArgumentParser()
     sp = ap.add_subparsers(dest="cmd", required=True)
-    sp.add_parser("freeport").set_defaults(fn=cmd_freeport)
+    p = sp.add_parser("freeport")
+    p.add_argument("--udp", action="store_true", help="the UDP port of the same number must be free too")
+    p.set_defaults(fn=cmd_freeport)
 
     p = sp.add_parser("wait-http")
     p.add_argument("url")
@@ -618,9 +862,17 @@ def main():
     p.add_argument("--pid", type=int, help="fail at once if this process exits")
     p.set_defaults(fn=cmd_wait_http)
 
+    p = sp.add_parser("wait-dns")
+    p.add_argument("port", type=int)
+    p.add_argument("name")
+    p.add_argument("seconds", type=float)
+    p.add_argument("--pid", type=int, help="fail at once if this process exits")
+    p.set_defaults(fn=cmd_wait_dns)
+
     p = sp.add_parser("probe-check")
     p.add_argument("--results", required=True)
     p.add_argument("--when", default="after")
+    p.add_argument("--kind", default="http", help="the probe kind, for the report's sections")
     p.add_argument("label")
     p.add_argument("url")
     p.set_defaults(fn=cmd_probe_check)
@@ -631,10 +883,13 @@ def main():
                    help=f"record nothing and exit {DISTURBED} if other processes used the CPU")
     p.add_argument("--label", required=True)
     p.add_argument("--role", default="probe")
+    p.add_argument("--kind", default="http", help="the probe kind, for the report's sections")
     p.add_argument("--conns", type=int, required=True)
     p.add_argument("--threads", type=int, required=True)
     p.add_argument("--exporter-pid", type=int)
-    p.add_argument("--nginx-pid", type=int, required=True)
+    p.add_argument("--target-pid", "--nginx-pid", dest="target_pid", type=int,
+                   help="the probes' target process (with its children); none: the kernel answers")
+    p.add_argument("--target-name", default="nginx")
     p.add_argument("--log", required=True)
     p.add_argument("wrk_args", nargs=argparse.REMAINDER)
     p.set_defaults(fn=cmd_wrk)
@@ -653,8 +908,9 @@ def main():
     p.set_defaults(fn=cmd_mem)
 
     p = sp.add_parser("gen-config")
+    p.add_argument("--kind", choices=("http", "icmp"), default="http")
     p.add_argument("--n", type=int, required=True)
-    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--port", type=int, help="nginx's port (http)")
     p.add_argument("--interval", default="15s")
     p.add_argument("--timeout", default="5s")
     p.add_argument("--out", required=True)
@@ -665,7 +921,10 @@ def main():
     p.add_argument("--discard-if-disturbed", action="store_true",
                    help=f"record nothing and exit {DISTURBED} if other processes used the CPU")
     p.add_argument("--pid", type=int, required=True)
-    p.add_argument("--nginx-pid", type=int, required=True)
+    p.add_argument("--kind", default="http", help="the probe kind, for the report's sections")
+    p.add_argument("--target-pid", "--nginx-pid", dest="target_pid", type=int,
+                   help="the probes' target process (with its children); none: the kernel answers")
+    p.add_argument("--target-name", default="nginx")
     p.add_argument("--metrics-url", required=True)
     p.add_argument("--n", type=int, required=True)
     p.add_argument("--interval", default="15s")

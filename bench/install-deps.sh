@@ -2,17 +2,19 @@
 # Install what bench/run.sh needs on Debian/Ubuntu, and only what is missing (idempotent).
 # Note: the Debian packages of nginx and prometheus-blackbox-exporter start their own system
 # service (ports 80 and 9115) where an init system runs; the bench does not use those instances.
+# dnsmasq comes from dnsmasq-base, the binary alone (the `dnsmasq` package would add a system service).
 set -euo pipefail
 export PATH="$PATH:/usr/sbin:/sbin"
 
 # command -> Debian package
-cmds=(python3 curl nginx wrk prometheus-blackbox-exporter)
+cmds=(python3 curl nginx wrk prometheus-blackbox-exporter dnsmasq)
 declare -A pkg=(
   [python3]=python3
   [curl]=curl
   [nginx]=nginx
   [wrk]=wrk
   [prometheus-blackbox-exporter]=prometheus-blackbox-exporter
+  [dnsmasq]=dnsmasq-base
 )
 
 missing=()

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # vigil benchmark harness: vigil vs prometheus-blackbox-exporter on /probe, nginx as the target and
-# as the reference ceiling, and vigil's self-scheduled mode with N probes. Loopback (127.0.0.1) only.
+# as the reference ceiling, and vigil's self-scheduled mode with N probes; the same /probe comparison
+# for dns (a dnsmasq the bench starts) and icmp (the kernel answers), and N self-scheduled ICMP
+# probes. Loopback (127.0.0.0/8) only.
 # See bench/README.md for what is measured and how. Usage: bash bench/run.sh
 set -euo pipefail
 
@@ -11,7 +13,7 @@ LUA="$HERE/wrk-report.lua"
 export PATH="$PATH:/usr/sbin:/sbin"
 
 # ---------------------------------------------------------------------------- knobs
-BENCH_ONLY=${BENCH_ONLY:-nginx,blackbox,vigil,selfsched} # sections to run (comma separated)
+BENCH_ONLY=${BENCH_ONLY:-nginx,blackbox,vigil,selfsched,dns,icmp} # sections to run (comma separated)
 BENCH_DURATION=${BENCH_DURATION:-10}       # seconds per measured wrk run
 BENCH_CONNS=${BENCH_CONNS:-"32 256"}       # wrk connection counts (one measured run each)
 BENCH_THREADS=${BENCH_THREADS:-1}          # wrk threads against the exporters
@@ -19,8 +21,9 @@ BENCH_NGINX_THREADS=${BENCH_NGINX_THREADS:-2} # wrk threads for the nginx-alone 
 BENCH_WARMUP=${BENCH_WARMUP:-2}            # seconds of unmeasured wrk load per exporter before measuring
 BENCH_WRK_TIMEOUT=${BENCH_WRK_TIMEOUT:-5s} # wrk per-request timeout (counted as errors)
 BENCH_N=${BENCH_N:-10000}                  # self-scheduled: number of HTTP probes
-BENCH_SS_INTERVAL=${BENCH_SS_INTERVAL:-15s}
-BENCH_SS_TIMEOUT=${BENCH_SS_TIMEOUT:-5s}
+BENCH_ICMP_N=${BENCH_ICMP_N:-10000}        # icmp self-scheduled: number of ICMP probes (one 127.0.x.y each)
+BENCH_SS_INTERVAL=${BENCH_SS_INTERVAL:-15s} # self-scheduled (HTTP and ICMP): probe interval
+BENCH_SS_TIMEOUT=${BENCH_SS_TIMEOUT:-5s}    # self-scheduled (HTTP and ICMP): probe timeout
 BENCH_SS_WARMUP=${BENCH_SS_WARMUP:-20}     # seconds before the measuring window
 BENCH_SS_WINDOW=${BENCH_SS_WINDOW:-30}     # seconds of measuring window
 BENCH_SCRAPES=${BENCH_SCRAPES:-5}          # timed /metrics scrapes
@@ -34,7 +37,7 @@ for v in $(compgen -e VIGIL_ || true); do export -n "$v"; done
 
 want() { [[ ",$BENCH_ONLY," == *",$1,"* ]]; }
 for s in ${BENCH_ONLY//,/ }; do
-  case $s in nginx|blackbox|vigil|selfsched) ;; *) echo "BENCH_ONLY: unknown section '$s' (nginx, blackbox, vigil, selfsched)" >&2; exit 2 ;; esac
+  case $s in nginx|blackbox|vigil|selfsched|dns|icmp) ;; *) echo "BENCH_ONLY: unknown section '$s' (nginx, blackbox, vigil, selfsched, dns, icmp)" >&2; exit 2 ;; esac
 done
 
 # ---------------------------------------------------------------------------- tools
@@ -44,7 +47,8 @@ need python3 python3
 need curl curl
 need nginx nginx
 need wrk wrk
-want blackbox && need prometheus-blackbox-exporter prometheus-blackbox-exporter
+if want blackbox || want dns || want icmp; then need prometheus-blackbox-exporter prometheus-blackbox-exporter; fi
+want dns && need dnsmasq dnsmasq-base
 if ((${#missing[@]})); then
   echo "bench: missing tools:" >&2
   printf '  %s\n' "${missing[@]}" >&2
@@ -52,6 +56,9 @@ if ((${#missing[@]})); then
   exit 2
 fi
 if (((BENCH_THREADS < 1))); then echo "BENCH_THREADS must be >= 1" >&2; exit 2; fi
+if want icmp && ((BENCH_ICMP_N < 1 || BENCH_ICMP_N > 65024)); then
+  echo "BENCH_ICMP_N must be 1-65024 (one address of 127.0.0.1-127.0.255.254 each)" >&2; exit 2
+fi
 for c in $BENCH_CONNS; do
   if ((c < BENCH_THREADS || c < BENCH_NGINX_THREADS)); then
     echo "BENCH_CONNS value $c is below the wrk thread count" >&2; exit 2
@@ -168,24 +175,36 @@ wait_http "http://127.0.0.1:$NGINX_PORT/" 15 "$NGINX_PID" || die "nginx did not 
 NGINX_VERSION=$(nginx -v 2>&1 | sed 's/^nginx version: //')
 WRK_VERSION=$({ wrk -v 2>&1 || true; } | awk 'NR == 1 {print $1, $2}') # wrk -v exits 1
 BLACKBOX_VERSION="not run"
-if want blackbox; then
+if want blackbox || want dns || want icmp; then
   BLACKBOX_VERSION=$(prometheus-blackbox-exporter --version 2>&1 | sed -n '1{s/^blackbox_exporter, version //;p;}')
+fi
+DNSMASQ_VERSION="not run"
+if want dns; then
+  DNSMASQ_VERSION=$(dnsmasq --version 2>&1 | sed -n '1{s/^Dnsmasq version \([^ ]*\).*/\1/;p;}')
 fi
 VIGIL_VERSION="not run"
 VIGIL_COMMIT="-"
 COMMANDS=("nginx -p TMP/nginx -c TMP/nginx/nginx.conf   # daemon off, worker_processes 1, access_log off")
 
 # ---------------------------------------------------------------------------- wrk runner
+# What the probes of the current section go to, for run_wrk and bench_exporter: the kind (the
+# report's section), and the process that answers them, whose CPU is measured beside the exporter's
+# (TARGET_PID empty: none, the kernel answers). The http sections keep nginx; dns and icmp set their own.
+PROBE_KIND=http
+TARGET_NAME=nginx
+TARGET_PID=$NGINX_PID
+
 # run_wrk LABEL THREADS CONNS EXPORTER_PID(or "") URL [extra wrk args...]
 run_wrk() {
   local label=$1 threads=$2 conns=$3 epid=$4 url=$5
   shift 5
-  local args=(--results "$RESULTS" --label "$label" --conns "$conns" --threads "$threads"
-    --nginx-pid "$NGINX_PID" --log "$TMP/wrk-$label-c$conns.log")
+  local args=(--results "$RESULTS" --label "$label" --kind "$PROBE_KIND" --conns "$conns" --threads "$threads"
+    --log "$TMP/wrk-$label-c$conns.log")
+  [[ -n $TARGET_PID ]] && args+=(--target-pid "$TARGET_PID" --target-name "$TARGET_NAME")
   [[ -n $epid ]] && args+=(--exporter-pid "$epid")
   local attempt rc
   for ((attempt = 1; ; attempt++)); do
-    idle_check "$NGINX_PID" $epid
+    idle_check $TARGET_PID $epid
     rc=0
     bg_wait python3 "$LIB" wrk "${args[@]}" $(retry_flag "$attempt") -- wrk -t"$threads" -c"$conns" \
       -d"${BENCH_DURATION}s" --timeout "$BENCH_WRK_TIMEOUT" -s "$LUA" "$@" "$url" || rc=$?
@@ -202,18 +221,81 @@ warmup() { # warmup URL: unmeasured load
   sleep 1
 }
 
-# bench_exporter LABEL PID PORT LOG
+# bench_exporter LABEL PID PORT LOG [QUERY]: QUERY is what follows /probe? (default: http_2xx on nginx)
 bench_exporter() {
   local label=$1 pid=$2 port=$3 log=$4 c
-  local url="http://127.0.0.1:$port/probe?module=http_2xx&target=http://127.0.0.1:$NGINX_PORT/"
-  python3 "$LIB" probe-check --results "$RESULTS" --when before "$label" "$url" ||
+  local query=${5:-"module=http_2xx&target=http://127.0.0.1:$NGINX_PORT/"}
+  local url="http://127.0.0.1:$port/probe?$query"
+  python3 "$LIB" probe-check --results "$RESULTS" --kind "$PROBE_KIND" --when before "$label" "$url" ||
     die "$label: /probe did not report probe_success 1 before the run" "$log"
   warmup "$url"
   for c in $BENCH_CONNS; do run_wrk "$label" "$BENCH_THREADS" "$c" "$pid" "$url"; done
-  python3 "$LIB" probe-check --results "$RESULTS" --when after "$label" "$url" ||
+  python3 "$LIB" probe-check --results "$RESULTS" --kind "$PROBE_KIND" --when after "$label" "$url" ||
     die "$label: /probe did not report probe_success 1 after the run" "$log"
   kill -0 "$pid" 2>/dev/null || die "$label exited during the run" "$log"
   python3 "$LIB" mem --results "$RESULTS" "$label" "$pid"
+}
+
+# selfsched_measure PID PORT N LOG MEMLABEL: the warm-up, the footprint after it, then the measuring
+# window (of the current PROBE_KIND, with TARGET_PID's CPU beside vigil's)
+selfsched_measure() {
+  local pid=$1 port=$2 n=$3 log=$4 memlabel=$5 attempt rc
+  local args=(--results "$RESULTS" --pid "$pid" --kind "$PROBE_KIND")
+  [[ -n $TARGET_PID ]] && args+=(--target-pid "$TARGET_PID" --target-name "$TARGET_NAME")
+  echo "bench: warm-up ${BENCH_SS_WARMUP}s, then a ${BENCH_SS_WINDOW}s window"
+  bg_wait sleep "$BENCH_SS_WARMUP"
+  kill -0 "$pid" 2>/dev/null || die "vigil (self-scheduled) exited" "$log"
+  # the probes' own footprint, before any /metrics scrape (readiness was polled on /-/healthy) adds the encoder's
+  python3 "$LIB" mem --results "$RESULTS" "$memlabel" "$pid"
+  for ((attempt = 1; ; attempt++)); do
+    idle_check $TARGET_PID "$pid"
+    rc=0
+    bg_wait python3 "$LIB" selfsched "${args[@]}" \
+      --metrics-url "http://127.0.0.1:$port/metrics" --n "$n" --interval "$BENCH_SS_INTERVAL" \
+      --window "$BENCH_SS_WINDOW" --scrapes "$BENCH_SCRAPES" $(retry_flag "$attempt") || rc=$?
+    ((rc == 3)) && continue # disturbed by other load: discarded, measure again
+    ((rc == 0)) || die "self-scheduled measurement failed" "$log"
+    break
+  done
+}
+
+# vigil_check KIND LOG ARGS...: `vigil check ARGS`, so that a binary which cannot load the section's
+# config (one built before the kind existed) fails at once with vigil's own words, before any measuring
+vigil_check() {
+  local kind=$1 log=$2
+  shift 2
+  "$VIGIL_BIN" check "$@" >"$log" 2>&1 ||
+    die "$VIGIL_BIN does not load the $kind section's config (built without the $kind kind?); vigil check said:
+$(head -n 8 "$log")"
+}
+
+# bench_pair KIND DIR QUERY: wrk at /probe?QUERY of blackbox_exporter, then of vigil, each alone,
+# both reading the same blackbox_exporter config DIR/blackbox.yml; rows blackbox-KIND and vigil-KIND
+bench_pair() {
+  local kind=$1 dir=$2 query=$3 port pid
+  printf 'probes: []\n' >"$dir/probe.yml"
+  vigil_check "$kind" "$dir/vigil-check.log" --config "$dir/probe.yml" --blackbox.config-file "$dir/blackbox.yml" \
+    --storage.path "$dir/vigil-data"
+  port=$(freeport)
+  echo "bench: $kind: starting prometheus-blackbox-exporter ($BLACKBOX_VERSION) on 127.0.0.1:$port"
+  prometheus-blackbox-exporter --config.file="$dir/blackbox.yml" \
+    --web.listen-address="127.0.0.1:$port" --log.level=warn >"$dir/blackbox.log" 2>&1 &
+  pid=$!
+  PIDS+=("$pid")
+  wait_http "http://127.0.0.1:$port/metrics" 20 "$pid" || die "blackbox_exporter ($kind) did not come up" "$dir/blackbox.log"
+  bench_exporter "blackbox-$kind" "$pid" "$port" "$dir/blackbox.log" "$query"
+  stop_pid "$pid"
+  port=$(freeport)
+  echo "bench: $kind: starting vigil ($VIGIL_VERSION) on 127.0.0.1:$port"
+  "$VIGIL_BIN" run --config "$dir/probe.yml" --blackbox.config-file "$dir/blackbox.yml" \
+    --web.listen-address "127.0.0.1:$port" --storage.path "$dir/vigil-data" --log.level warn >"$dir/vigil.log" 2>&1 &
+  pid=$!
+  PIDS+=("$pid")
+  wait_http "http://127.0.0.1:$port/metrics" 30 "$pid" || die "vigil ($kind) did not come up" "$dir/vigil.log"
+  bench_exporter "vigil-$kind" "$pid" "$port" "$dir/vigil.log" "$query"
+  stop_pid "$pid"
+  COMMANDS+=("prometheus-blackbox-exporter --config.file=TMP/$kind/blackbox.yml --web.listen-address=127.0.0.1:PORT --log.level=warn   # $(tail -n +2 "$dir/blackbox.yml" | tr -s ' \n' ' ' | sed 's/^ //')"
+    "vigil run --config TMP/$kind/probe.yml --blackbox.config-file TMP/$kind/blackbox.yml --web.listen-address 127.0.0.1:PORT --storage.path TMP/$kind/vigil-data --log.level warn   # probes: [], the same blackbox.yml")
 }
 
 # ---------------------------------------------------------------------------- A0: nginx alone
@@ -249,7 +331,7 @@ EOF
 fi
 
 # ---------------------------------------------------------------------------- vigil binary
-if want vigil || want selfsched; then
+if want vigil || want selfsched || want dns || want icmp; then
   VIGIL_BUILT=0
   if [[ -z $VIGIL_BIN ]]; then
     VIGIL_BUILT=1
@@ -305,27 +387,81 @@ if want selfsched; then
   PIDS+=("$S_PID")
   COMMANDS+=("vigil run --config TMP/selfsched.yml --web.listen-address 127.0.0.1:PORT --storage.path TMP/selfsched-data --log.level warn   # defaults: {interval: $BENCH_SS_INTERVAL, timeout: $BENCH_SS_TIMEOUT}, $BENCH_N probes {name: tNNNNN, kind: http, url: http://127.0.0.1:NGINX/?t=N}")
   wait_http "http://127.0.0.1:$S_PORT/-/healthy" 60 "$S_PID" || die "vigil (self-scheduled) did not come up" "$TMP/vigil/selfsched.log"
-  echo "bench: warm-up ${BENCH_SS_WARMUP}s, then a ${BENCH_SS_WINDOW}s window"
-  bg_wait sleep "$BENCH_SS_WARMUP"
-  kill -0 "$S_PID" 2>/dev/null || die "vigil (self-scheduled) exited" "$TMP/vigil/selfsched.log"
-  # the probes' own footprint, before any /metrics scrape (readiness was polled on /-/healthy) adds the encoder's
-  python3 "$LIB" mem --results "$RESULTS" vigil-selfsched-before-scrape "$S_PID"
-  for ((attempt = 1; ; attempt++)); do
-    idle_check "$NGINX_PID" "$S_PID"
-    rc=0
-    bg_wait python3 "$LIB" selfsched --results "$RESULTS" --pid "$S_PID" --nginx-pid "$NGINX_PID" \
-      --metrics-url "http://127.0.0.1:$S_PORT/metrics" --n "$BENCH_N" --interval "$BENCH_SS_INTERVAL" \
-      --window "$BENCH_SS_WINDOW" --scrapes "$BENCH_SCRAPES" $(retry_flag "$attempt") || rc=$?
-    ((rc == 3)) && continue # disturbed by other load: discarded, measure again
-    ((rc == 0)) || die "self-scheduled measurement failed" "$TMP/vigil/selfsched.log"
-    break
-  done
+  selfsched_measure "$S_PID" "$S_PORT" "$BENCH_N" "$TMP/vigil/selfsched.log" vigil-selfsched-before-scrape
   stop_pid "$S_PID"
 fi
 
+# ---------------------------------------------------------------------------- C: dns, vigil vs blackbox_exporter
+# The target is a dnsmasq the bench starts on a free loopback port, answering ok.vigil.test from its
+# own records only (no upstream, no /etc/hosts, no config file). It is single-threaded: its CPU is
+# recorded (the `dnsmasq cores` column) to show when it, rather than the exporter, bounds probes/s.
+if want dns; then
+  DNS_PORT=$(python3 "$LIB" freeport --udp)
+  mkdir -p "$TMP/dns"
+  cat >"$TMP/dns/blackbox.yml" <<EOF
+modules:
+  dns_a:
+    prober: dns
+    timeout: 5s
+    dns:
+      query_name: ok.vigil.test
+      query_type: A
+      preferred_ip_protocol: ip4
+EOF
+  echo "bench: starting dnsmasq ($DNSMASQ_VERSION) on 127.0.0.1:$DNS_PORT"
+  dnsmasq -k --port="$DNS_PORT" --listen-address=127.0.0.1 --bind-interfaces --no-resolv --no-hosts \
+    --conf-file=/dev/null --local=/vigil.test/ --host-record=ok.vigil.test,127.0.0.1 --pid-file= \
+    --log-facility=- >"$TMP/dns/dnsmasq.log" 2>&1 &
+  DNS_PID=$!
+  PIDS+=("$DNS_PID")
+  COMMANDS+=("dnsmasq -k --port=PORT --listen-address=127.0.0.1 --bind-interfaces --no-resolv --no-hosts --conf-file=/dev/null --local=/vigil.test/ --host-record=ok.vigil.test,127.0.0.1 --pid-file= --log-facility=-")
+  bg_wait python3 "$LIB" wait-dns --pid "$DNS_PID" "$DNS_PORT" ok.vigil.test 15 ||
+    die "dnsmasq did not answer ok.vigil.test on 127.0.0.1:$DNS_PORT" "$TMP/dns/dnsmasq.log"
+  PROBE_KIND=dns TARGET_NAME=dnsmasq TARGET_PID=$DNS_PID
+  bench_pair dns "$TMP/dns" "module=dns_a&target=127.0.0.1:$DNS_PORT"
+  kill -0 "$DNS_PID" 2>/dev/null || die "dnsmasq exited during the run" "$TMP/dns/dnsmasq.log"
+  stop_pid "$DNS_PID"
+  PROBE_KIND=http TARGET_NAME=nginx TARGET_PID=$NGINX_PID
+fi
+
+# ---------------------------------------------------------------------------- D: icmp, vigil vs blackbox_exporter; vigil self-scheduled
+# The kernel answers the echo requests (every 127/8 address is on lo), so there is no target process:
+# the kernel's share is in the exporter's system time or in "other cores". Both exporters try
+# unprivileged ICMP sockets first (net.ipv4.ping_group_range, given in the report), raw ones next.
+if want icmp; then
+  mkdir -p "$TMP/icmp"
+  cat >"$TMP/icmp/blackbox.yml" <<EOF
+modules:
+  icmp:
+    prober: icmp
+    timeout: 5s
+    icmp:
+      preferred_ip_protocol: ip4
+EOF
+  PROBE_KIND=icmp TARGET_NAME=kernel TARGET_PID=
+  bench_pair icmp "$TMP/icmp" "module=icmp&target=127.0.0.1"
+
+  # self-scheduled: BENCH_ICMP_N probes, one loopback address each, spread over 127.0.0.1-127.0.255.254
+  S_PORT=$(freeport)
+  python3 "$LIB" gen-config --kind icmp --n "$BENCH_ICMP_N" --interval "$BENCH_SS_INTERVAL" \
+    --timeout "$BENCH_SS_TIMEOUT" --out "$TMP/icmp/selfsched.yml"
+  vigil_check icmp "$TMP/icmp/selfsched-check.log" --config "$TMP/icmp/selfsched.yml" \
+    --storage.path "$TMP/icmp/selfsched-data"
+  echo "bench: starting vigil self-scheduled with $BENCH_ICMP_N ICMP probes (interval $BENCH_SS_INTERVAL) on 127.0.0.1:$S_PORT"
+  "$VIGIL_BIN" run --config "$TMP/icmp/selfsched.yml" --web.listen-address "127.0.0.1:$S_PORT" \
+    --storage.path "$TMP/icmp/selfsched-data" --log.level warn >"$TMP/icmp/selfsched.log" 2>&1 &
+  S_PID=$!
+  PIDS+=("$S_PID")
+  COMMANDS+=("vigil run --config TMP/icmp/selfsched.yml --web.listen-address 127.0.0.1:PORT --storage.path TMP/icmp/selfsched-data --log.level warn   # defaults: {interval: $BENCH_SS_INTERVAL, timeout: $BENCH_SS_TIMEOUT}, $BENCH_ICMP_N probes {name: iNNNNN, kind: icmp, host: 127.0.X.Y}")
+  wait_http "http://127.0.0.1:$S_PORT/-/healthy" 60 "$S_PID" || die "vigil (self-scheduled icmp) did not come up" "$TMP/icmp/selfsched.log"
+  selfsched_measure "$S_PID" "$S_PORT" "$BENCH_ICMP_N" "$TMP/icmp/selfsched.log" vigil-selfsched-icmp-before-scrape
+  stop_pid "$S_PID"
+  PROBE_KIND=http TARGET_NAME=nginx TARGET_PID=$NGINX_PID
+fi
+
 # ---------------------------------------------------------------------------- report
-export NGINX_VERSION WRK_VERSION BLACKBOX_VERSION VIGIL_VERSION VIGIL_COMMIT BENCH_ONLY BENCH_THREADS BENCH_NGINX_THREADS BENCH_DURATION \
-  BENCH_CONNS BENCH_WARMUP BENCH_SS_WARMUP
+export NGINX_VERSION WRK_VERSION BLACKBOX_VERSION DNSMASQ_VERSION VIGIL_VERSION VIGIL_COMMIT BENCH_ONLY BENCH_THREADS \
+  BENCH_NGINX_THREADS BENCH_DURATION BENCH_CONNS BENCH_WARMUP BENCH_SS_WARMUP
 python3 - "$TMP/meta.json" "${COMMANDS[@]}" <<'EOF'
 import json, os, subprocess, sys, datetime
 e = os.environ
@@ -337,6 +473,8 @@ meta = {
     "cpu_model": cpu, "kernel": os.uname().release, "mem_total": f"{int(mem.split()[0]) // 1024} MiB RAM",
     "nginx_version": e["NGINX_VERSION"], "blackbox_version": e["BLACKBOX_VERSION"],
     "vigil_version": e["VIGIL_VERSION"], "vigil_commit": e["VIGIL_COMMIT"], "wrk_version": e["WRK_VERSION"],
+    "dnsmasq_version": e["DNSMASQ_VERSION"],
+    "ping_group_range": open(pgr).read().split() if os.path.exists(pgr := "/proc/sys/net/ipv4/ping_group_range") else [],
     "sections": e["BENCH_ONLY"], "threads": e["BENCH_THREADS"], "nginx_threads": e["BENCH_NGINX_THREADS"], "duration": e["BENCH_DURATION"],
     "conns": e["BENCH_CONNS"], "warmup": e["BENCH_WARMUP"], "ss_warmup": e["BENCH_SS_WARMUP"],
     "commands": sys.argv[2:],
