@@ -270,11 +270,7 @@ const SECTIONS: [&str; 3] = ["answer", "authority", "additional"];
 
 fn phases(seen: &super::families::Seen<'_, Dns>, out: &mut dyn super::families::Emit) {
     let obs = seen.obs;
-    let resolve = if obs.dialled.addr.is_some() {
-        obs.dialled.resolve
-    } else {
-        Duration::ZERO
-    };
+    let resolve = super::families::lookup_time(&obs.dialled);
     out.gauge(&[("phase", "resolve")], resolve.as_secs_f64());
     out.gauge(&[("phase", "connect")], obs.connect.as_secs_f64());
     out.gauge(&[("phase", "request")], obs.request.as_secs_f64());

@@ -108,6 +108,31 @@ pub trait KeepsCertExpiry {
     fn cert_expiry(&self) -> &CertExpiry;
 }
 
+/// What a kind that speaks TLS carries from run to run: the certificate expiry last known (in
+/// the state file as `{"cert": {"at": ...}}`).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct KeptCert {
+    /// The certificate expiry last known.
+    #[serde(default)]
+    pub cert: CertExpiry,
+}
+
+impl KeepsCertExpiry for KeptCert {
+    fn cert_expiry(&self) -> &CertExpiry {
+        &self.cert
+    }
+}
+
+/// The time a lookup took, for a kind's resolve phase: 0 when the name did not resolve to an
+/// address it could use (as blackbox_exporter publishes it).
+pub fn lookup_time(dialled: &Dialled) -> std::time::Duration {
+    if dialled.addr.is_some() {
+        dialled.resolve
+    } else {
+        std::time::Duration::ZERO
+    }
+}
+
 /// The earliest certificate expiry last seen, kept while handshakes fail (an expired
 /// certificate refused still tells its expiry), so an expiry alert never resolves by itself.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -22,7 +22,7 @@ use serde::Deserialize;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::families::{Address, CertExpiry, Certificates, Emit, KeepsCertExpiry, Reached, Seen, Shook, Tls, Unit};
+use super::families::{Address, Certificates, Emit, Reached, Seen, Shook, Tls, Unit};
 use super::{Built, CheckContext, Failure, Family, Level, ProbeKind, Publish, Reason, Role, Verdict};
 use crate::secret::SecretSource;
 use crate::spec::BuildContext;
@@ -150,27 +150,12 @@ impl Shook for Obs {
     }
 }
 
-/// What a `grpc` probe carries from run to run.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Kept {
-    /// The certificate expiry last known.
-    #[serde(default)]
-    pub cert: CertExpiry,
-}
-
-impl KeepsCertExpiry for Kept {
-    fn cert_expiry(&self) -> &CertExpiry {
-        &self.cert
-    }
-}
+/// What it carries from run to run: the certificate expiry last known.
+pub use super::families::KeptCert as Kept;
 
 fn phases(seen: &Seen<'_, Grpc>, out: &mut dyn Emit) {
     let obs = seen.obs;
-    let resolve = if obs.dialled.addr.is_some() {
-        obs.dialled.resolve
-    } else {
-        Duration::ZERO
-    };
+    let resolve = super::families::lookup_time(&obs.dialled);
     out.gauge(&[("phase", "resolve")], resolve.as_secs_f64());
     if obs.called {
         out.gauge(&[("phase", "check")], obs.check.as_secs_f64());
@@ -302,31 +287,10 @@ impl ProbeKind for Grpc {
         } else {
             None
         };
-        let mut metadata = Vec::new();
-        for (name, source) in &spec.metadata {
-            let key = format!("{path}.metadata.{name}");
-            let lower = name.to_ascii_lowercase();
-            if lower.starts_with("grpc-") || matches!(lower.as_str(), "content-type" | "te" | "user-agent") {
-                ctx.error(&key, format!("`{name}` is set by the gRPC protocol itself"));
-                continue;
-            }
-            let Ok(header) = HeaderName::from_bytes(lower.as_bytes()) else {
-                ctx.error(&key, format!("`{name}` is not a valid metadata key"));
-                continue;
-            };
-            let Some(secret) = ctx.secret(&key, source) else {
-                continue;
-            };
-            match HeaderValue::from_str(secret.expose()) {
-                Ok(mut value) => {
-                    value.set_sensitive(
-                        matches!(source, SecretSource::File { .. }) || ctx.secret_names().is_secret(name),
-                    );
-                    metadata.push((header, value));
-                }
-                Err(_) => ctx.error(&key, "the value holds characters metadata cannot carry"),
-            }
-        }
+        let metadata = ctx.headers(&format!("{path}.metadata"), &spec.metadata, |name| {
+            (name.starts_with("grpc-") || matches!(name, "content-type" | "te" | "user-agent"))
+                .then_some("the gRPC protocol itself")
+        });
         let mut degraded = Vec::new();
         for (i, status) in spec.degraded_status.iter().enumerate() {
             match (0..)

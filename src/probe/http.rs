@@ -16,7 +16,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use serde::Deserialize;
 use url::Url;
 
-use super::families::{Address, CertExpiry, Certificates, KeepsCertExpiry, Reached, Shook, Tls};
+use super::families::{Address, Certificates, Reached, Shook, Tls};
 use super::{Built, CheckContext, Family, Level, ProbeKind, Publish, Reason, Role, Seen, Unit, Verdict};
 use crate::secret::{SecretNames, SecretSource};
 use crate::spec::BuildContext;
@@ -331,19 +331,8 @@ impl Shook for Obs {
     }
 }
 
-/// What an `http` probe carries from run to run.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Kept {
-    /// The certificate expiry last known.
-    #[serde(default)]
-    pub cert: CertExpiry,
-}
-
-impl KeepsCertExpiry for Kept {
-    fn cert_expiry(&self) -> &CertExpiry {
-        &self.cert
-    }
-}
+/// What it carries from run to run: the certificate expiry last known.
+pub use super::families::KeptCert as Kept;
 
 fn gauge_of(seen: &Seen<'_, Http>, out: &mut dyn super::Emit, value: impl Fn(&Obs) -> f64) {
     out.gauge(&[], value(seen.obs));
@@ -542,29 +531,7 @@ fn build_http(spec: Spec, ctx: &mut BuildContext, path: &str, role: Role) -> Opt
             Method::GET
         }
     };
-    let mut headers = Vec::new();
-    for (name, source) in &spec.headers {
-        let hkey = format!("{path}.headers.{name}");
-        let Ok(header_name) = HeaderName::from_bytes(name.as_bytes()) else {
-            ctx.error(&hkey, format!("`{name}` is not a valid header name"));
-            continue;
-        };
-        let Some(secret) = ctx.secret(&hkey, source) else {
-            continue;
-        };
-        match HeaderValue::from_str(secret.expose()) {
-            Ok(mut value) => {
-                // Read from a file, or named like a secret: a credential, kept to its origin.
-                let sensitive = matches!(source, SecretSource::File { .. })
-                    || ctx.secret_names().is_secret(name)
-                    || header_name == header::AUTHORIZATION
-                    || header_name == header::COOKIE;
-                value.set_sensitive(sensitive);
-                headers.push((header_name, value));
-            }
-            Err(_) => ctx.error(&hkey, "the header value holds characters a header cannot carry"),
-        }
-    }
+    let mut headers = ctx.headers(&format!("{path}.headers"), &spec.headers, |_| None);
     if let Some(auth) = &spec.basic_auth
         && let Some(value) = basic_auth_header(auth, ctx, &key("basic_auth.password"))
     {

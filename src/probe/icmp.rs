@@ -124,11 +124,7 @@ impl Obs {
 
 fn phases(seen: &Seen<'_, Icmp>, out: &mut dyn Emit) {
     let obs = seen.obs;
-    let resolve = if obs.dialled.addr.is_some() {
-        obs.dialled.resolve
-    } else {
-        Duration::ZERO
-    };
+    let resolve = super::families::lookup_time(&obs.dialled);
     out.gauge(&[("phase", "resolve")], resolve.as_secs_f64());
     out.gauge(&[("phase", "setup")], obs.setup.as_secs_f64());
     out.gauge(&[("phase", "rtt")], obs.rtt.as_secs_f64());

@@ -8,7 +8,7 @@ use rustls::ClientConfig;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::families::{Address, CertExpiry, Certificates, KeepsCertExpiry, Reached, Shook, Tls};
+use super::families::{Address, Certificates, Reached, Shook, Tls};
 use super::{Built, CheckContext, Failure, Family, ProbeKind, Publish, Reason, Role, Verdict};
 use crate::spec::BuildContext;
 use crate::spec::values::Pattern;
@@ -115,19 +115,8 @@ impl Shook for Obs {
     }
 }
 
-/// What a `tcp` probe carries from run to run.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Kept {
-    /// The certificate expiry last known.
-    #[serde(default)]
-    pub cert: CertExpiry,
-}
-
-impl KeepsCertExpiry for Kept {
-    fn cert_expiry(&self) -> &CertExpiry {
-        &self.cert
-    }
-}
+/// What it carries from run to run: the certificate expiry last known.
+pub use super::families::KeptCert as Kept;
 
 impl ProbeKind for Tcp {
     const NAME: &'static str = "tcp";

@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use url::Url;
 
-use super::families::{Address, CertExpiry, Certificates, Emit, KeepsCertExpiry, Reached, Seen, Shook, Tls, Unit};
+use super::families::{Address, Certificates, Emit, Reached, Seen, Shook, Tls, Unit};
 use super::{Built, CheckContext, Failure, Family, ProbeKind, Publish, Reason, Role, Verdict};
 use crate::secret::SecretSource;
 use crate::spec::BuildContext;
@@ -112,27 +112,12 @@ impl Shook for Obs {
     }
 }
 
-/// What a `websocket` probe carries from run to run.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Kept {
-    /// The certificate expiry last known.
-    #[serde(default)]
-    pub cert: CertExpiry,
-}
-
-impl KeepsCertExpiry for Kept {
-    fn cert_expiry(&self) -> &CertExpiry {
-        &self.cert
-    }
-}
+/// What it carries from run to run: the certificate expiry last known.
+pub use super::families::KeptCert as Kept;
 
 fn phases(seen: &Seen<'_, Websocket>, out: &mut dyn Emit) {
     let obs = seen.obs;
-    let resolve = if obs.dialled.addr.is_some() {
-        obs.dialled.resolve
-    } else {
-        Duration::ZERO
-    };
+    let resolve = super::families::lookup_time(&obs.dialled);
     for (phase, took) in [
         ("resolve", resolve),
         ("connect", obs.dialled.connect),
@@ -223,34 +208,10 @@ impl ProbeKind for Websocket {
             ),
             (Role::Module, None) => {}
         }
-        let mut headers = Vec::new();
-        for (name, source) in &spec.headers {
-            let key = format!("{path}.headers.{name}");
-            let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
-                ctx.error(&key, format!("`{name}` is not a valid header name"));
-                continue;
-            };
-            let lower = header.as_str();
-            if lower.starts_with("sec-websocket-") || matches!(lower, "upgrade" | "connection" | "host") {
-                ctx.error(&key, format!("`{name}` is set by the WebSocket handshake itself"));
-                continue;
-            }
-            let Some(secret) = ctx.secret(&key, source) else {
-                continue;
-            };
-            match HeaderValue::from_str(secret.expose()) {
-                Ok(mut value) => {
-                    value.set_sensitive(
-                        matches!(source, SecretSource::File { .. })
-                            || ctx.secret_names().is_secret(name)
-                            || header == http::header::AUTHORIZATION
-                            || header == http::header::COOKIE,
-                    );
-                    headers.push((header, value));
-                }
-                Err(_) => ctx.error(&key, "the header value holds characters a header cannot carry"),
-            }
-        }
+        let headers = ctx.headers(&format!("{path}.headers"), &spec.headers, |name| {
+            (name.starts_with("sec-websocket-") || matches!(name, "upgrade" | "connection" | "host"))
+                .then_some("the WebSocket handshake itself")
+        });
         if let Some(protocol) = &spec.subprotocol
             && (protocol.is_empty() || HeaderValue::from_str(protocol).is_err() || protocol.contains(','))
         {

@@ -357,6 +357,46 @@ impl BuildContext {
         }
     }
 
+    /// Request headers (or gRPC metadata) from `{name: value}` at `path`, a value possibly
+    /// `{file: PATH}`. `reserved` says why a name (lowercase) is not the config's to set, if it
+    /// is not. A value read from a file, named like a secret, `Authorization` or `Cookie` is
+    /// marked sensitive (never shown, never sent to another origin).
+    pub fn headers(
+        &mut self,
+        path: &str,
+        headers: &BTreeMap<String, SecretSource>,
+        reserved: impl Fn(&str) -> Option<&'static str>,
+    ) -> Vec<(http::HeaderName, http::HeaderValue)> {
+        let mut out = Vec::new();
+        for (name, source) in headers {
+            let key = format!("{path}.{name}");
+            let Ok(header) = http::HeaderName::from_bytes(name.as_bytes()) else {
+                self.error(&key, format!("`{name}` is not a valid header name"));
+                continue;
+            };
+            if let Some(why) = reserved(header.as_str()) {
+                self.error(&key, format!("`{name}` is set by {why}"));
+                continue;
+            }
+            let Some(secret) = self.secret(&key, source) else {
+                continue;
+            };
+            match http::HeaderValue::from_str(secret.expose()) {
+                Ok(mut value) => {
+                    value.set_sensitive(
+                        matches!(source, SecretSource::File { .. })
+                            || self.secret_names().is_secret(name)
+                            || header == http::header::AUTHORIZATION
+                            || header == http::header::COOKIE,
+                    );
+                    out.push((header, value));
+                }
+                Err(_) => self.error(&key, "the header value holds characters a header cannot carry"),
+            }
+        }
+        out
+    }
+
     /// Reads a secret (inline or from a file), trimming one trailing newline.
     pub fn secret(&mut self, path: impl AsRef<str>, source: &SecretSource) -> Option<Secret> {
         let path = path.as_ref();
