@@ -163,8 +163,10 @@ fn rcode_name(code: u16) -> &'static str {
 /// The longest message read (a TCP message's length prefix allows no more).
 const MAX_MESSAGE: usize = 65_535;
 
-/// At most this many idle sockets are kept per server.
+/// At most this many idle sockets are kept per server, and in all (so thousands of probes of
+/// as many servers do not keep a descriptor each).
 const IDLE_PER_SERVER: usize = 16;
+const IDLE_MAX: usize = 256;
 
 /// A UDP socket connected to one server, with its receive buffer.
 #[derive(Debug)]
@@ -180,20 +182,33 @@ pub struct UdpSocketToServer {
 /// query (and an answer must carry the query's random id anyway). The source port stays the
 /// same across a socket's queries: a probe's answer is checked, not trusted for anything else.
 /// Idle sockets hold a few descriptors outside the probes' budget (at most
-/// [`IDLE_PER_SERVER`] per server).
+/// [`IDLE_PER_SERVER`] per server, [`IDLE_MAX`] in all).
 #[derive(Debug, Default)]
 pub struct UdpSockets {
-    idle: std::sync::Mutex<std::collections::HashMap<SocketAddr, Vec<UdpSocketToServer>>>,
+    idle: std::sync::Mutex<Idle>,
+}
+
+/// The idle sockets, by server, and how many there are in all.
+#[derive(Debug, Default)]
+struct Idle {
+    by_server: std::collections::HashMap<SocketAddr, Vec<UdpSocketToServer>>,
+    count: usize,
 }
 
 impl UdpSockets {
     async fn take(&self, addr: SocketAddr) -> Result<UdpSocketToServer, Failure> {
-        let idle = self
-            .idle
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get_mut(&addr)
-            .and_then(Vec::pop);
+        let idle = {
+            let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let socket = idle.by_server.get_mut(&addr).and_then(Vec::pop);
+            if socket.is_some() {
+                idle.count -= 1;
+                // A server with no idle socket left takes no room in the map.
+                if idle.by_server.get(&addr).is_some_and(Vec::is_empty) {
+                    idle.by_server.remove(&addr);
+                }
+            }
+            socket
+        };
         if let Some(socket) = idle {
             return Ok(socket);
         }
@@ -217,9 +232,13 @@ impl UdpSockets {
 
     fn put(&self, addr: SocketAddr, socket: UdpSocketToServer) {
         let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let kept = idle.entry(addr).or_default();
+        if idle.count >= IDLE_MAX {
+            return;
+        }
+        let kept = idle.by_server.entry(addr).or_default();
         if kept.len() < IDLE_PER_SERVER {
             kept.push(socket);
+            idle.count += 1;
         }
     }
 }

@@ -104,8 +104,6 @@ pub struct Obs {
     pub rtt: Duration,
     /// The last reply's TTL / hop limit, when the kernel said.
     pub hop_limit: Option<u8>,
-    /// The address pinged.
-    pub to: Option<IpAddr>,
     /// The probe's loss thresholds (DEGRADED, DOWN), to judge an attempt cut at its timeout.
     pub limits: (f64, f64),
 }
@@ -335,7 +333,6 @@ impl Icmp {
             })
             .map_err(|e| Failure::new(Reason::Connect, format!("open an ICMP socket: {e}")))?;
         obs.setup = started.elapsed();
-        obs.to = Some(ip);
         obs.limits = (self.degraded_loss, self.down_loss);
         let mut sent = Vec::with_capacity(usize::from(self.packets));
         for i in 0..self.packets {
@@ -375,7 +372,10 @@ impl Icmp {
 /// The verdict on what an attempt saw: loss against its thresholds, the mean round trip as its
 /// latency.
 fn judge(obs: &Obs) -> Verdict {
-    let ip = obs.to.map_or_else(|| "the target".to_string(), |ip| ip.to_string());
+    let ip = obs
+        .dialled
+        .addr
+        .map_or_else(|| "the target".to_string(), |addr| addr.ip().to_canonical().to_string());
     let (degraded_loss, down_loss) = obs.limits;
     let lost = obs.sent - obs.received;
     let mut verdict = if obs.received == 0 {

@@ -6,8 +6,6 @@
 //!   plaintext where the TLS handshake should be. Each ends within its timeout with its reason.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
-
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -44,22 +42,6 @@ fn example_config(ports: &[(&str, u16)], ca_file: &std::path::Path, extra: &str)
     }
     out.push_str(extra);
     out
-}
-
-fn acceptor(cert: &std::path::Path, key: &std::path::Path) -> tokio_rustls::TlsAcceptor {
-    use rustls::pki_types::pem::PemObject;
-    let chain = rustls::pki_types::CertificateDer::pem_file_iter(cert)
-        .unwrap()
-        .map(|c| c.unwrap())
-        .collect();
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
-    tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
 /// What a scripted server says: its greeting, then for each line it reads, the answer to a
@@ -182,7 +164,7 @@ async fn the_shipped_dialogues_upgrade_smtp_imap_pop3_and_ftp() {
     let ca = common::TestCa::new();
     let (cert, key) = ca.leaf("mail", -1, 30);
     let exim = Exim::start(&cert, &key);
-    let tls = acceptor(&cert, &key);
+    let tls = common::tls_acceptor(&cert, &key, &[]);
     let imap = scripted(IMAP, tls.clone()).await;
     let pop3 = scripted(POP3, tls.clone()).await;
     let ftp = scripted(FTP, tls.clone()).await;

@@ -5,8 +5,6 @@
 //! wrong `Sec-WebSocket-Accept`. Every bad case ends within its timeout with its reason.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
-
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -84,19 +82,7 @@ async fn handshakes_exchanges_and_their_failures() {
     });
     let ca = common::TestCa::new();
     let (cert, key) = ca.leaf("ws", -1, 30);
-    use rustls::pki_types::pem::PemObject;
-    let chain = rustls::pki_types::CertificateDer::pem_file_iter(&cert)
-        .unwrap()
-        .map(|c| c.unwrap())
-        .collect();
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&key).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = common::tls_acceptor(&cert, &key, &[]);
     let (tls, wss) = listen().await;
     tokio::spawn(async move {
         while let Ok((stream, _)) = tls.accept().await {

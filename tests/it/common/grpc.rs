@@ -10,13 +10,10 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse, health_check_response::ServingStatus};
 use tonic_health::server::HealthService;
@@ -80,20 +77,7 @@ impl GrpcHealth {
             .await;
         let service = HealthServer::new(Wrapped(HealthService::from_health_reporter(reporter)));
 
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-            .expect("read the certificate")
-            .map(|c| c.expect("a certificate"))
-            .collect();
-        let key = PrivateKeyDer::from_pem_file(key).expect("read the key");
-        let mut config =
-            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .expect("TLS versions")
-                .with_no_client_auth()
-                .with_single_cert(chain, key)
-                .expect("server certificate");
-        config.alpn_protocols = vec![b"h2".to_vec()];
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let acceptor = super::tls_acceptor(cert, key, &[b"h2"]);
 
         let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let tls = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -103,6 +103,26 @@ impl TestCa {
     }
 }
 
+/// A TLS acceptor for a test's own server: the certificate chain and key from PEM files (as
+/// [`TestCa::leaf`] writes them), offering `alpn` (none when empty).
+pub fn tls_acceptor(cert: &Path, key: &Path, alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::pem::PemObject;
+    let chain = rustls::pki_types::CertificateDer::pem_file_iter(cert)
+        .expect("read the certificate")
+        .map(|c| c.expect("a certificate"))
+        .collect();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).expect("read the key");
+    let mut config =
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("server certificate");
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config))
+}
+
 /// Serves `router` over HTTPS with the given certificate, on 127.0.0.1 port 0.
 pub async fn serve_tls(router: Router, cert_file: PathBuf, key_file: PathBuf) -> SocketAddr {
     let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
