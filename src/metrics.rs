@@ -13,7 +13,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::probe::{Emit, Level, Publish};
+use crate::probe::{Emit, FamilyGroup, Level, Publish, Reason, family_groups};
 use crate::state::{ProbeState, State, lock};
 
 /// `Content-Type` of the OpenMetrics text format.
@@ -73,6 +73,111 @@ pub fn unix_seconds(t: SystemTime) -> f64 {
     match t.duration_since(SystemTime::UNIX_EPOCH) {
         Ok(d) => d.as_secs_f64(),
         Err(e) => -e.duration().as_secs_f64(),
+    }
+}
+
+/// The most histogram bucket boundaries a probe may have (`metrics.buckets`).
+pub const MAX_BUCKETS: usize = 30;
+
+/// `metrics:`: how much each probe puts on `/metrics`.
+///
+/// By default a probe publishes what the shipped rules and dashboards use and little else
+/// (12 lines for an HTTP probe that has never failed): its level, when it began, its failures,
+/// a latency histogram with boundaries at its own `degraded_after` and `down_after`, and what
+/// it checks. `detail: true` adds the rest (phase timings, status codes, runs and retries from
+/// 0, failures of every reason from 0, the last run and success, the thresholds as gauges);
+/// `buckets` chooses the histogram's boundaries.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Settings {
+    /// Publish every series, not only the default set.
+    pub detail: bool,
+    /// The latency histogram's boundaries.
+    pub buckets: Buckets,
+}
+
+/// `metrics.buckets`: the latency histogram's boundaries.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Buckets {
+    /// `thresholds` (the default): the probe's `degraded_after` and `down_after`.
+    #[default]
+    Thresholds,
+    /// A list of durations: those and the probe's two thresholds.
+    With(Vec<f64>),
+    /// `none`: only `+Inf` (the count and sum of the runs' durations).
+    None,
+}
+
+impl Buckets {
+    /// The boundaries, in seconds and ascending, of a probe with these thresholds.
+    pub fn bounds(&self, degraded_after: std::time::Duration, down_after: std::time::Duration) -> Arc<[f64]> {
+        let thresholds = [degraded_after.as_secs_f64(), down_after.as_secs_f64()];
+        let mut bounds: Vec<f64> = match self {
+            Buckets::None => Vec::new(),
+            Buckets::Thresholds => thresholds.to_vec(),
+            Buckets::With(list) => list.iter().copied().chain(thresholds).collect(),
+        };
+        bounds.sort_by(f64::total_cmp);
+        bounds.dedup();
+        bounds.into()
+    }
+}
+
+/// What `metrics:` holds.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SettingsSpec {
+    detail: bool,
+    buckets: Option<figment::value::Value>,
+}
+
+impl crate::spec::Section for Settings {
+    const KEY: &'static str = "metrics";
+    type Spec = SettingsSpec;
+
+    fn build(spec: SettingsSpec, cx: &mut crate::spec::BuildContext, at: &crate::spec::KeyPath) -> Option<Self> {
+        use figment::value::Value;
+        let path = crate::spec::join(at.as_str(), "buckets");
+        let before = cx.error_count();
+        let bad = "must be `thresholds`, `none` or a list of durations (`[100ms, 250ms, 2s]`)";
+        let buckets = match spec.buckets {
+            None => Buckets::Thresholds,
+            Some(Value::String(_, word)) => match word.as_str() {
+                "thresholds" => Buckets::Thresholds,
+                "none" => Buckets::None,
+                _ => {
+                    cx.error(&path, format!("`{word}`: {bad}"));
+                    return None;
+                }
+            },
+            Some(Value::Array(_, items)) => {
+                let mut list = Vec::new();
+                for (i, item) in items.iter().enumerate() {
+                    let at = format!("{path}.{i}");
+                    let parsed = item.as_str().map(humantime::parse_duration);
+                    match parsed {
+                        Some(Ok(d)) if !d.is_zero() => list.push(d.as_secs_f64()),
+                        Some(Ok(_)) => cx.error(&at, "must be longer than 0s"),
+                        Some(Err(e)) => cx.error(&at, format!("not a duration: {e}")),
+                        None => cx.error(&at, "must be a duration such as `250ms`"),
+                    }
+                }
+                if list.len() + 2 > MAX_BUCKETS {
+                    cx.error(
+                        &path,
+                        format!("at most {} boundaries besides the two thresholds", MAX_BUCKETS - 2),
+                    );
+                }
+                Buckets::With(list)
+            }
+            Some(_) => {
+                cx.error(&path, bad);
+                return None;
+            }
+        };
+        (cx.error_count() == before).then_some(Settings {
+            detail: spec.detail,
+            buckets,
+        })
     }
 }
 
@@ -378,9 +483,16 @@ fn counter_family(
     Ok(())
 }
 
+/// A threshold as a label value, written as the histogram's `le` of the same boundary is, so
+/// a rule can pick that bucket by joining on the label.
+fn le_value(d: std::time::Duration) -> String {
+    dtoa::Buffer::new().format(d.as_secs_f64()).to_string()
+}
+
 impl Collector for ProbeCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
         let probes = self.state.handles();
+        let detail = self.state.detail();
         let seconds = Some(&Unit::Seconds);
 
         gauge_family(
@@ -425,36 +537,64 @@ impl Collector for ProbeCollector {
         {
             let mut family = encoder.encode_descriptor(
                 "vigil_probe_duration",
-                "Duration of probe runs (the last attempt of each run).",
+                "Duration of probe runs (the last attempt of each run); _count counts the runs. \
+                 Boundaries: the probe's degraded_after and down_after (metrics.buckets).",
                 seconds,
                 MetricType::Histogram,
             )?;
+            let mut buckets = Vec::new();
             for handle in &probes {
                 let state = lock(handle);
                 let h = &state.histogram;
+                buckets.clear();
+                buckets.extend(
+                    h.bounds
+                        .iter()
+                        .copied()
+                        .chain(std::iter::once(f64::INFINITY))
+                        .zip(h.counts.iter().copied()),
+                );
                 family
                     .encode_family(&ProbeLabels {
                         state: &state,
                         extra: &[],
                     })?
-                    .encode_histogram::<prometheus_client::encoding::NoLabelSet>(h.sum, h.count, &h.buckets(), None)?;
+                    .encode_histogram::<prometheus_client::encoding::NoLabelSet>(h.sum, h.count, &buckets, None)?;
             }
         }
         counter_family(
             &mut encoder,
             &probes,
-            "vigil_probe_runs",
-            "Probe runs finished.",
-            |s, emit| emit(&[], s.runs),
+            "vigil_probe_failures",
+            "Probe runs that ended DOWN (from 0; by reason in vigil_probe_failures_by_reason_total).",
+            |s, emit| emit(&[], s.failures),
         )?;
         counter_family(
             &mut encoder,
             &probes,
-            "vigil_probe_failures",
-            "Probe runs that ended DOWN, by reason (every reason of the kind, from 0).",
+            "vigil_probe_failures_by_reason",
+            "Probe runs that ended DOWN, by reason: the reasons seen (every reason of the kind from 0 \
+             with metrics.detail).",
             |s, emit| {
-                for (reason, n) in &s.failures {
-                    emit(&[("reason", reason.as_str())], *n)?;
+                if detail {
+                    let kind = Reason::SCHEDULER.iter().chain(s.meta.kind.own_reasons());
+                    for reason in kind.clone() {
+                        let n = s
+                            .failure_reasons
+                            .iter()
+                            .find(|(r, _)| r == reason)
+                            .map_or(0, |(_, n)| *n);
+                        emit(&[("reason", reason.as_str())], n)?;
+                    }
+                    for (reason, n) in &s.failure_reasons {
+                        if !kind.clone().any(|r| r == reason) {
+                            emit(&[("reason", reason.as_str())], *n)?;
+                        }
+                    }
+                } else {
+                    for (reason, n) in &s.failure_reasons {
+                        emit(&[("reason", reason.as_str())], *n)?;
+                    }
                 }
                 Ok(())
             },
@@ -463,36 +603,61 @@ impl Collector for ProbeCollector {
             &mut encoder,
             &probes,
             "vigil_probe_level_changes",
-            "Changes of level (UP, DEGRADED, DOWN) from one run to the next.",
-            |s, emit| emit(&[], s.level_changes),
+            "Changes of level (UP, DEGRADED, DOWN) from one run to the next (from the first change; \
+             from 0 with metrics.detail).",
+            |s, emit| {
+                if detail || s.level_changes > 0 {
+                    emit(&[], s.level_changes)
+                } else {
+                    Ok(())
+                }
+            },
         )?;
         counter_family(
             &mut encoder,
             &probes,
             "vigil_probe_retries",
-            "Extra attempts made after a DOWN attempt.",
-            |s, emit| emit(&[], s.retries),
-        )?;
-        gauge_family(
-            &mut encoder,
-            &probes,
-            "vigil_probe_last_run_timestamp",
-            "When the probe last finished a run.",
-            seconds,
-            |s, emit| match s.last_run {
-                Some(at) => emit(&[], unix_seconds(at)),
-                None => Ok(()),
+            "Extra attempts made after a DOWN attempt (for probes with retries).",
+            |s, emit| {
+                if detail || s.meta.timing.retries > 0 || s.retries > 0 {
+                    emit(&[], s.retries)
+                } else {
+                    Ok(())
+                }
             },
         )?;
+        if detail {
+            counter_family(
+                &mut encoder,
+                &probes,
+                "vigil_probe_runs",
+                "Probe runs finished (also vigil_probe_duration_seconds_count).",
+                |s, emit| emit(&[], s.runs),
+            )?;
+            gauge_family(
+                &mut encoder,
+                &probes,
+                "vigil_probe_last_run_timestamp",
+                "When the probe last finished a run.",
+                seconds,
+                |s, emit| match s.last_run {
+                    Some(at) => emit(&[], unix_seconds(at)),
+                    None => Ok(()),
+                },
+            )?;
+        }
         gauge_family(
             &mut encoder,
             &probes,
             "vigil_probe_last_success_timestamp",
-            "When the probe last ended UP or DEGRADED.",
+            "When the probe last ended UP or DEGRADED (while it is DOWN; always with metrics.detail).",
             seconds,
-            |s, emit| match s.last_success {
-                Some(at) => emit(&[], unix_seconds(at)),
-                None => Ok(()),
+            |s, emit| {
+                let down = s.current.is_some_and(|c| c.level == Level::Down);
+                match s.last_success {
+                    Some(at) if detail || down => emit(&[], unix_seconds(at)),
+                    _ => Ok(()),
+                }
             },
         )?;
         gauge_family(
@@ -510,10 +675,10 @@ impl Collector for ProbeCollector {
             &mut encoder,
             &probes,
             "vigil_probe_consecutive_failures",
-            "DOWN runs in a row.",
+            "DOWN runs in a row (while there are any; also 0 with metrics.detail).",
             None,
             |s, emit| {
-                if s.current.is_some() {
+                if s.consecutive_failures > 0 || (detail && s.current.is_some()) {
                     emit(&[], s.consecutive_failures as f64)
                 } else {
                     Ok(())
@@ -531,31 +696,44 @@ impl Collector for ProbeCollector {
                 None => Ok(()),
             },
         )?;
-        gauge_family(
-            &mut encoder,
-            &probes,
-            "vigil_probe_latency_threshold",
-            "The probe's latency thresholds: degraded_after and down_after.",
-            seconds,
-            |s, emit| {
-                emit(
-                    &[("level", Level::Degraded.as_str())],
-                    s.meta.timing.degraded_after.as_secs_f64(),
-                )?;
-                emit(
-                    &[("level", Level::Down.as_str())],
-                    s.meta.timing.down_after.as_secs_f64(),
-                )
-            },
-        )?;
+        if detail {
+            gauge_family(
+                &mut encoder,
+                &probes,
+                "vigil_probe_latency_threshold",
+                "The probe's latency thresholds: degraded_after and down_after.",
+                seconds,
+                |s, emit| {
+                    emit(
+                        &[("level", Level::Degraded.as_str())],
+                        s.meta.timing.degraded_after.as_secs_f64(),
+                    )?;
+                    emit(
+                        &[("level", Level::Down.as_str())],
+                        s.meta.timing.down_after.as_secs_f64(),
+                    )
+                },
+            )?;
+        }
         {
-            let mut family =
-                encoder.encode_descriptor("vigil_probe", "What each probe checks.", None, MetricType::Info)?;
+            let mut family = encoder.encode_descriptor(
+                "vigil_probe",
+                "What each probe checks, and its latency thresholds in seconds (as the le of their \
+                 buckets in vigil_probe_duration_seconds).",
+                None,
+                MetricType::Info,
+            )?;
             for handle in &probes {
                 let state = lock(handle);
+                let degraded = le_value(state.meta.timing.degraded_after);
+                let down = le_value(state.meta.timing.down_after);
                 family.encode_info(&ProbeLabels {
                     state: &state,
-                    extra: &[("target", state.meta.target.as_str())],
+                    extra: &[
+                        ("target", state.meta.target.as_str()),
+                        ("degraded_after", degraded.as_str()),
+                        ("down_after", down.as_str()),
+                    ],
                 })?;
             }
         }
@@ -577,7 +755,8 @@ impl Collector for ProbeCollector {
             }
         }
         // What each kind declares it publishes, one descriptor per name over every kind.
-        for group in crate::probe::family_groups(Publish::Metrics) {
+        let details: &[FamilyGroup] = if detail { family_groups(Publish::Detail) } else { &[] };
+        for group in family_groups(Publish::Metrics).iter().chain(details) {
             let unit = group.unit.map(|u| u.encoder_unit());
             let mut family = encoder.encode_descriptor(group.name, group.help, unit.as_ref(), MetricType::Gauge)?;
             for handle in &probes {
@@ -632,6 +811,43 @@ mod tests {
 
     const OPENMETRICS: &str = "# HELP a_seconds A help.\n# TYPE a_seconds gauge\n# UNIT a_seconds seconds\na_seconds{x=\"#1\"} 1.0\n# HELP b Runs.\n# TYPE b counter\nb_total 3\n# HELP c Info.\n# TYPE c info\nc_info{version=\"1\"} 1\n# EOF\n";
     const CLASSIC: &str = "# HELP a_seconds A help.\n# TYPE a_seconds gauge\na_seconds{x=\"#1\"} 1.0\n# HELP b_total Runs.\n# TYPE b_total counter\nb_total 3\n# HELP c_info Info.\n# TYPE c_info gauge\nc_info{version=\"1\"} 1\n";
+
+    #[test]
+    fn bucket_settings_and_their_errors() {
+        use std::time::Duration;
+        let parse = |text: &str| crate::config::Config::parse(text, std::path::Path::new("."));
+        let config = parse("metrics: {buckets: [250ms, 1s, 10s]}\nprobes: [{name: a, kind: tcp, address: 'x:1'}]\n")
+            .expect("valid");
+        assert_eq!(
+            config.probes[0].buckets[..],
+            [0.25, 1.0, 5.0, 10.0],
+            "the thresholds join the list"
+        );
+        let none = Buckets::None.bounds(Duration::from_secs(1), Duration::from_secs(5));
+        assert!(none.is_empty());
+        for (text, at, says) in [
+            (
+                "metrics: {buckets: fast}",
+                "metrics.buckets",
+                "`fast`: must be `thresholds`, `none`",
+            ),
+            (
+                "metrics: {buckets: [100ms, 0s]}",
+                "metrics.buckets[1]",
+                "longer than 0s",
+            ),
+            (
+                "metrics: {buckets: [100ms, soon]}",
+                "metrics.buckets[1]",
+                "not a duration",
+            ),
+            ("metrics: {detail: maybe}", "metrics.detail", ""),
+            ("metrics: {phases: true}", "metrics", "phases"),
+        ] {
+            let errors = parse(text).expect_err(text).to_string();
+            assert!(errors.contains(at) && errors.contains(says), "{text}: {errors}");
+        }
+    }
 
     #[test]
     fn classic_text_whatever_the_chunks() {

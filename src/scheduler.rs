@@ -244,6 +244,7 @@ impl Scheduler {
             keep
         });
         self.state.retain(&names);
+        self.state.set_detail(config.metrics.detail);
         // New probes start spread over up to one interval, at most ~1000 starts a second, so a
         // large config does not stampede its targets while a small one reports at once.
         let count = owned.len() as u64;

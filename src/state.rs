@@ -43,14 +43,14 @@ pub struct Outcome {
     pub pending: bool,
 }
 
-/// Upper bounds of the latency histogram buckets, in seconds.
-pub const BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
-
-/// A latency histogram (cumulative buckets are computed when encoded).
+/// A latency histogram over a probe's own boundaries (cumulative buckets are computed when
+/// encoded).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Histogram {
+    /// Upper bounds in seconds, ascending (`metrics.buckets`); +Inf is implied.
+    pub bounds: Arc<[f64]>,
     /// Observations per bucket (not cumulative); the last slot is +Inf.
-    pub counts: [u64; BUCKETS.len() + 1],
+    pub counts: Box<[u64]>,
     /// Sum of observations (seconds).
     pub sum: f64,
     /// Number of observations.
@@ -58,17 +58,34 @@ pub struct Histogram {
 }
 
 impl Histogram {
+    /// An empty histogram over `bounds`.
+    pub fn new(bounds: Arc<[f64]>) -> Self {
+        let counts = vec![0; bounds.len() + 1].into_boxed_slice();
+        Self {
+            bounds,
+            counts,
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
     /// Adds one observation.
     pub fn observe(&mut self, seconds: f64) {
-        let slot = BUCKETS.iter().position(|&b| seconds <= b).unwrap_or(BUCKETS.len());
-        self.counts[slot] += 1;
+        let slot = self
+            .bounds
+            .iter()
+            .position(|&b| seconds <= b)
+            .unwrap_or(self.bounds.len());
+        if let Some(n) = self.counts.get_mut(slot) {
+            *n += 1;
+        }
         self.sum += seconds;
         self.count += 1;
     }
 
     /// `(upper bound, count in that bucket alone)` pairs, +Inf last; the encoder accumulates.
     pub fn buckets(&self) -> Vec<(f64, u64)> {
-        BUCKETS
+        self.bounds
             .iter()
             .copied()
             .chain(std::iter::once(f64::INFINITY))
@@ -96,6 +113,8 @@ pub struct ProbeMeta {
     pub freshness: Option<Thresholds>,
     /// Remind every this many DOWN runs in a row (`remind_every`).
     pub remind_every: Option<u32>,
+    /// The latency histogram's boundaries.
+    pub buckets: Arc<[f64]>,
 }
 
 /// The level a probe is at, why, and since when.
@@ -116,8 +135,10 @@ pub struct ProbeState {
     pub meta: ProbeMeta,
     /// Runs finished by this process.
     pub runs: u64,
-    /// DOWN runs by reason; every reason the kind can end with is present from the start.
-    pub failures: BTreeMap<Reason, u64>,
+    /// DOWN runs.
+    pub failures: u64,
+    /// DOWN runs by reason, for the reasons seen (in the order first seen).
+    pub failure_reasons: Vec<(Reason, u64)>,
     /// Retries made.
     pub retries: u64,
     /// Changes of level seen by this process (the first run is none).
@@ -148,16 +169,13 @@ pub struct ProbeState {
 
 impl ProbeState {
     fn new(meta: ProbeMeta, dirty: Arc<Dirty>) -> Self {
-        let failures = Reason::SCHEDULER
-            .iter()
-            .chain(meta.kind.own_reasons())
-            .map(|&r| (r, 0))
-            .collect();
         let carried = meta.kind.carried();
+        let histogram = Histogram::new(meta.buckets.clone());
         Self {
             meta,
             runs: 0,
-            failures,
+            failures: 0,
+            failure_reasons: Vec::new(),
             retries: 0,
             level_changes: 0,
             last: None,
@@ -169,7 +187,7 @@ impl ProbeState {
             reminder: None,
             carried,
             first_seen: SystemTime::now(),
-            histogram: Histogram::default(),
+            histogram,
             dirty,
         }
     }
@@ -181,7 +199,11 @@ impl ProbeState {
         self.histogram.observe(outcome.duration.as_secs_f64());
         if outcome.level == Level::Down {
             let reason = outcome.reason.unwrap_or(Reason::Internal);
-            *self.failures.entry(reason).or_default() += 1;
+            self.failures += 1;
+            match self.failure_reasons.iter_mut().find(|(r, _)| *r == reason) {
+                Some((_, n)) => *n += 1,
+                None => self.failure_reasons.push((reason, 1)),
+            }
             self.consecutive_failures += 1;
             self.last_failure = Some((reason, outcome.at));
             if let Some(every) = self.meta.remind_every
@@ -325,6 +347,8 @@ pub struct State {
     file: Option<PathBuf>,
     /// What the file held at start, for probes not configured yet.
     saved: Mutex<HashMap<String, Saved>>,
+    /// `metrics.detail`: every series on `/metrics`, not only the default set.
+    detail: AtomicBool,
     dirty: Arc<Dirty>,
     writing: tokio::sync::Mutex<()>,
 }
@@ -341,6 +365,7 @@ impl ProbeMeta {
             remediation: def.remediation.as_ref().map(|r| r.action()),
             freshness: def.freshness,
             remind_every: def.remind_every,
+            buckets: def.buckets.clone(),
         }
     }
 }
@@ -379,6 +404,10 @@ impl State {
                     // What was known of another target says nothing about this one.
                     state.carried = meta.kind.carried();
                 }
+                if state.meta.buckets != meta.buckets {
+                    // Counts over other boundaries cannot be split into these.
+                    state.histogram = Histogram::new(meta.buckets.clone());
+                }
                 state.meta = meta;
                 drop(state);
                 return handle.clone();
@@ -395,6 +424,16 @@ impl State {
         let handle = Arc::new(Mutex::new(state));
         probes.insert(def.name.clone(), handle.clone());
         handle
+    }
+
+    /// Sets `metrics.detail` (from the config in force).
+    pub fn set_detail(&self, detail: bool) {
+        self.detail.store(detail, Ordering::Relaxed);
+    }
+
+    /// Whether `/metrics` carries every series (`metrics.detail`).
+    pub fn detail(&self) -> bool {
+        self.detail.load(Ordering::Relaxed)
     }
 
     /// Forgets every probe not in `names`; their series vanish from `/metrics`.
@@ -497,14 +536,17 @@ mod tests {
     }
 
     #[test]
-    fn failure_counters_start_at_zero_for_every_reason_of_the_kind() {
+    fn failures_are_counted_in_all_and_by_the_reasons_seen() {
         let state = State::in_memory();
         let handle = state.upsert(&def("probes: [{name: a, kind: tcp, address: '127.0.0.1:1'}]"));
-        let probe = lock(&handle);
-        for reason in [Reason::Connect, Reason::Timeout, Reason::Latency, Reason::Expect] {
-            assert_eq!(probe.failures.get(&reason), Some(&0), "{reason}");
-        }
-        assert_eq!(probe.failures.get(&Reason::Json), None, "not a tcp reason");
+        let mut probe = lock(&handle);
+        assert_eq!((probe.failures, probe.failure_reasons.len()), (0, 0));
+        let at = SystemTime::now();
+        probe.record(down(at, Reason::Connect));
+        probe.record(down(at, Reason::Timeout));
+        probe.record(down(at, Reason::Connect));
+        assert_eq!(probe.failures, 3);
+        assert_eq!(probe.failure_reasons, [(Reason::Connect, 2), (Reason::Timeout, 1)]);
     }
 
     #[tokio::test]
@@ -598,15 +640,36 @@ mod tests {
 
     #[test]
     fn histogram_buckets() {
-        let mut h = Histogram::default();
+        let mut h = Histogram::new(Arc::from([0.25, 1.0]));
         h.observe(0.003);
-        h.observe(0.2);
+        h.observe(0.25);
+        h.observe(0.5);
         h.observe(100.0);
-        let c = h.buckets();
-        assert_eq!(c[0], (0.005, 1));
-        assert_eq!(c[5], (0.25, 1));
-        assert_eq!(c[4], (0.1, 0));
-        assert_eq!(c.last().copied(), Some((f64::INFINITY, 1)));
-        assert_eq!(h.count, 3);
+        assert_eq!(h.buckets(), [(0.25, 2), (1.0, 1), (f64::INFINITY, 1)]);
+        assert_eq!(h.count, 4);
+        let mut none = Histogram::new(Arc::from([]));
+        none.observe(0.1);
+        assert_eq!(none.buckets(), [(f64::INFINITY, 1)]);
+    }
+
+    #[test]
+    fn new_boundaries_start_the_histogram_again() {
+        let state = State::in_memory();
+        let handle = state.upsert(&def("probes: [{name: a, kind: tcp, address: '127.0.0.1:1'}]"));
+        lock(&handle).record(down(SystemTime::now(), Reason::Connect));
+        assert_eq!(
+            lock(&handle).histogram.bounds[..],
+            [1.0, 5.0],
+            "degraded_after and down_after"
+        );
+        state.upsert(&def(
+            "probes: [{name: a, kind: tcp, address: '127.0.0.1:1', degraded_after: 200ms}]",
+        ));
+        let probe = lock(&handle);
+        assert_eq!(
+            (probe.histogram.bounds[..].to_vec(), probe.histogram.count),
+            (vec![0.2, 5.0], 0)
+        );
+        assert_eq!(probe.failures, 1, "the other counters go on");
     }
 }

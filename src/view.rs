@@ -63,6 +63,7 @@ impl View {
     pub fn idle(config: Config) -> crate::Result<View> {
         let context = context_for(&config)?;
         let state = Arc::new(State::in_memory());
+        state.set_detail(config.metrics.detail);
         for def in &config.probes {
             state.upsert(def);
         }

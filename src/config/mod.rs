@@ -130,6 +130,7 @@ macro_rules! sections {
 
 sections! {
     secret_names: SecretNames,
+    metrics: crate::metrics::Settings,
     defaults: Defaults,
     labels: GlobalLabels,
     concurrency: Concurrency,
@@ -166,6 +167,8 @@ pub struct Config {
     pub secret_names: SecretNames,
     /// The blackbox_exporter config file whose modules are among `modules`.
     pub blackbox_file: Option<PathBuf>,
+    /// What the probes publish on `/metrics`.
+    pub metrics: crate::metrics::Settings,
 }
 
 /// What `vigil receiver` reads of a config: its own section, the remediations the probes
@@ -346,11 +349,18 @@ impl Config {
                 build_section::<ReceiverSection>(root.get(ReceiverSection::KEY), &mut cx);
             }
         }
-        let probes = probes::build_probes(&mut cx, root.get("probes"), &sections.defaults, &sections.labels);
+        let probes = probes::build_probes(
+            &mut cx,
+            root.get("probes"),
+            &sections.defaults,
+            &sections.labels,
+            &sections.metrics.buckets,
+        );
         let modules = probes::build_modules(&mut cx, root.get("modules"), &sections.defaults);
         cx.finish()?;
         let Sections {
             secret_names,
+            metrics,
             defaults: _,
             labels: _,
             concurrency,
@@ -373,6 +383,7 @@ impl Config {
             kubernetes,
             secret_names,
             blackbox_file: blackbox_file.0,
+            metrics,
         };
         config.derive_history_path();
         Ok(config)

@@ -165,6 +165,8 @@ pub struct ProbeDef {
     pub status_page: ProbePage,
     /// Remind every this many DOWN runs in a row (`vigil_probe_reminder_timestamp_seconds`).
     pub remind_every: Option<u32>,
+    /// The latency histogram's boundaries in seconds (`metrics.buckets`).
+    pub buckets: Arc<[f64]>,
     /// Changes whenever anything that defines this probe changes, files it reads included.
     pub fingerprint: u64,
 }
@@ -201,6 +203,7 @@ pub fn build_probes(
     value: Option<&Value>,
     defaults: &Defaults,
     labels: &GlobalLabels,
+    buckets: &crate::metrics::Buckets,
 ) -> Vec<ProbeDef> {
     let Some(value) = value else { return Vec::new() };
     let items: Vec<Value> = cx.deserialize(value, "probes").unwrap_or_default();
@@ -208,7 +211,7 @@ pub fn build_probes(
     let mut probes = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let path = format!("probes.{i}");
-        if let Some(def) = build_probe(cx, &path, item, defaults, &labels.0, &mut names) {
+        if let Some(def) = build_probe(cx, &path, item, defaults, &labels.0, buckets, &mut names) {
             probes.push(def);
         }
     }
@@ -345,6 +348,7 @@ fn build_probe(
     item: &Value,
     defaults: &Defaults,
     global_labels: &BTreeMap<String, String>,
+    buckets: &crate::metrics::Buckets,
     names: &mut HashSet<String>,
 ) -> Option<ProbeDef> {
     let errors_before = ctx.error_count();
@@ -407,8 +411,13 @@ fn build_probe(
     serde_json::to_string(item).unwrap_or_default().hash(&mut hasher);
     timing.hash(&mut hasher);
     labels.hash(&mut hasher);
+    let buckets = buckets.bounds(timing.degraded_after, timing.down_after);
+    for bound in buckets.iter() {
+        bound.to_bits().hash(&mut hasher);
+    }
     ctx.take_file_digest().hash(&mut hasher);
     Some(ProbeDef {
+        buckets,
         display_target: ctx.secret_names().redact_target(&target),
         name,
         timing,

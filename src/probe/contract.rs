@@ -112,7 +112,8 @@ mod tests {
         let config = Config::parse(CONFIG, std::path::Path::new(".")).expect("an echo probe and module");
         let context = crate::probe::CheckContext::default();
 
-        // /metrics: the kind's own series, with the probe's labels, and its reasons from 0.
+        // /metrics: the kind's own series, with the probe's labels, and (with metrics.detail)
+        // its reasons from 0.
         let def = &config.probes[0];
         let dir = tempfile::tempdir().expect("tempdir");
         let state = Arc::new(State::open(dir.path()).expect("state"));
@@ -120,6 +121,13 @@ mod tests {
         let outcome = crate::scheduler::execute(&def.probe, &def.target, &def.timing, None, &context).await;
         lock(&handle).record(outcome);
         let registry = metrics::registry(state.clone(), &metrics::ReloadMetrics::default(), None);
+        let text = metrics::encode(&registry, false).expect("encode");
+        assert!(
+            text.contains("vigil_probe_failures_total{probe=\"hello\",kind=\"echo\"} 0"),
+            "{text}"
+        );
+        assert!(!text.contains("reason=\"empty\""), "{text}");
+        state.set_detail(true);
         let text = metrics::encode(&registry, false).expect("encode");
         assert!(
             text.contains("vigil_probe_echo_length_bytes{probe=\"hello\",kind=\"echo\"} 11"),
@@ -130,7 +138,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("vigil_probe_failures_total{probe=\"hello\",kind=\"echo\",reason=\"empty\"} 0"),
+            text.contains("vigil_probe_failures_by_reason_total{probe=\"hello\",kind=\"echo\",reason=\"empty\"} 0"),
             "{text}"
         );
         assert!(
@@ -163,7 +171,7 @@ mod tests {
     #[test]
     fn families_of_one_name_agree_on_help_and_unit() {
         use crate::probe::{Kind, Publish, family_groups};
-        for publish in [Publish::Metrics, Publish::Probe] {
+        for publish in [Publish::Metrics, Publish::Detail, Publish::Probe] {
             for group in family_groups(publish) {
                 for (kind, index) in &group.members {
                     let info = kind.families().into_iter().nth(*index).expect("declared");
@@ -180,5 +188,13 @@ mod tests {
             Kind::ALL.iter().all(|k| !k.families().is_empty()),
             "every kind publishes something"
         );
+        // `metrics.detail` adds its families to the others on `/metrics`: no name twice.
+        for detail in family_groups(Publish::Detail) {
+            assert!(
+                family_groups(Publish::Metrics).iter().all(|g| g.name != detail.name),
+                "{} is both a default and a detail family",
+                detail.name
+            );
+        }
     }
 }

@@ -20,6 +20,9 @@ pub enum Publish {
     /// On `/metrics`, for each self-scheduled probe, with its `probe`, `kind` and user labels
     /// (vigil's vocabulary: `vigil_*`).
     Metrics,
+    /// On `/metrics` only with `metrics.detail: true` (phase timings and the like: a line each
+    /// per probe on every scrape that most users never query).
+    Detail,
     /// On `/probe`, for the one run it answers (blackbox_exporter's vocabulary, `probe_*`, and
     /// vigil's extras, `vigil_*`).
     Probe,

@@ -369,7 +369,7 @@ impl ProbeKind for Http {
             name: "vigil_probe_http_status_code",
             help: "HTTP status code of the last response.",
             unit: None,
-            publish: Publish::Metrics,
+            publish: Publish::Detail,
             emit: |seen, out| {
                 if let Some(code) = seen.obs.status() {
                     out.gauge(&[], f64::from(code));
@@ -380,7 +380,7 @@ impl ProbeKind for Http {
             name: "vigil_probe_http_duration",
             help: "Duration of each phase of the last HTTP run.",
             unit: Some(Unit::Seconds),
-            publish: Publish::Metrics,
+            publish: Publish::Detail,
             emit: emit_phases,
         },
         Certificates::<Self>::EXPIRY,

@@ -475,9 +475,11 @@ impl FamilyGroup {
 /// Every family published at `publish`, grouped by name, sorted by name.
 pub fn family_groups(publish: Publish) -> &'static [FamilyGroup] {
     static METRICS: LazyLock<Vec<FamilyGroup>> = LazyLock::new(|| group(Publish::Metrics));
+    static DETAIL: LazyLock<Vec<FamilyGroup>> = LazyLock::new(|| group(Publish::Detail));
     static PROBE: LazyLock<Vec<FamilyGroup>> = LazyLock::new(|| group(Publish::Probe));
     match publish {
         Publish::Metrics => &METRICS,
+        Publish::Detail => &DETAIL,
         Publish::Probe => &PROBE,
     }
 }

@@ -1400,16 +1400,12 @@ const REPLICATED: &[(&str, &str)] = &[
         "0x39 600x81",
     ),
     (
-        "vigil_probe_runs_total{probe=\"api\", kind=\"http\", team=\"platform\"}",
-        "0+1x120",
-    ),
-    (
-        "vigil_probe_failures_total{probe=\"api\", kind=\"http\", team=\"platform\", reason=\"timeout\"}",
+        "vigil_probe_failures_total{probe=\"api\", kind=\"http\", team=\"platform\"}",
         "0x39 1+1x80",
     ),
     (
-        "vigil_probe_failures_total{probe=\"api\", kind=\"http\", team=\"platform\", reason=\"dns\"}",
-        "0x120",
+        "vigil_probe_failures_by_reason_total{probe=\"api\", kind=\"http\", team=\"platform\", reason=\"timeout\"}",
+        "_x39 1+1x80",
     ),
     (
         "vigil_probe_retries_total{probe=\"api\", kind=\"http\", team=\"platform\"}",
@@ -1424,11 +1420,11 @@ const REPLICATED: &[(&str, &str)] = &[
         "0+1x120",
     ),
     (
-        "vigil_probe_duration_seconds_bucket{probe=\"api\", kind=\"http\", team=\"platform\", le=\"0.25\"}",
-        "0x120",
+        "vigil_probe_duration_seconds_bucket{probe=\"api\", kind=\"http\", team=\"platform\", le=\"5.0\"}",
+        "0+1x120",
     ),
     (
-        "vigil_probe_duration_seconds_bucket{probe=\"api\", kind=\"http\", team=\"platform\", le=\"1\"}",
+        "vigil_probe_duration_seconds_bucket{probe=\"api\", kind=\"http\", team=\"platform\", le=\"1.0\"}",
         "0+1x120",
     ),
     (
@@ -1444,14 +1440,6 @@ const REPLICATED: &[(&str, &str)] = &[
         "0x39 1+1x80",
     ),
     (
-        "vigil_probe_latency_threshold_seconds{probe=\"api\", kind=\"http\", team=\"platform\", level=\"degraded\"}",
-        "1x120",
-    ),
-    (
-        "vigil_probe_latency_threshold_seconds{probe=\"api\", kind=\"http\", team=\"platform\", level=\"down\"}",
-        "5x120",
-    ),
-    (
         "vigil_probe_http_status_code{probe=\"api\", kind=\"http\", team=\"platform\"}",
         "200x39 500x81",
     ),
@@ -1464,7 +1452,7 @@ const REPLICATED: &[(&str, &str)] = &[
         "2000000x120",
     ),
     (
-        "vigil_probe_info{probe=\"api\", kind=\"http\", team=\"platform\", target=\"https://api/\"}",
+        "vigil_probe_info{probe=\"api\", kind=\"http\", team=\"platform\", target=\"https://api/\", degraded_after=\"1.0\", down_after=\"5.0\"}",
         "1x120",
     ),
     (
@@ -1483,11 +1471,7 @@ const REPLICATED: &[(&str, &str)] = &[
         "vigil_probe_level_since_timestamp_seconds{probe=\"web\", kind=\"http\"}",
         "0x120",
     ),
-    ("vigil_probe_runs_total{probe=\"web\", kind=\"http\"}", "0+1x120"),
-    (
-        "vigil_probe_failures_total{probe=\"web\", kind=\"http\", reason=\"timeout\"}",
-        "0x120",
-    ),
+    ("vigil_probe_failures_total{probe=\"web\", kind=\"http\"}", "0x120"),
     (
         "vigil_probe_duration_seconds_sum{probe=\"web\", kind=\"http\"}",
         "0+0.1x120",

@@ -204,7 +204,9 @@ fn secrets_never_reach_logs_metrics_or_pages() {
         ),
     );
     let vigil = Running::start(&config, &["--log.level", "trace"]);
-    let metrics = vigil.wait_for("all probes", |m| m.matches("vigil_probe_runs_total{").count() == 3);
+    let metrics = vigil.wait_for("all probes", |m| {
+        m.matches("vigil_probe_duration_seconds_count{").count() == 3
+    });
     let page = vigil.get("/") + &vigil.get("/api/v1/status") + &vigil.get("/badge/in-url.svg");
     vigil.wait_for_log("level changed");
     let logs = vigil.logs();
@@ -261,7 +263,9 @@ fn status_prints_a_table_and_exits_by_the_levels() {
         ),
     );
     let vigil = Running::start(&config, &[]);
-    vigil.wait_for("a run", |m| m.contains("vigil_probe_runs_total{probe=\"web\""));
+    vigil.wait_for("a run", |m| {
+        m.contains("vigil_probe_duration_seconds_count{probe=\"web\"")
+    });
     let url = format!("http://127.0.0.1:{}", vigil.port);
     let out = Command::new(VIGIL).args(["status", "--url", &url]).output().unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
@@ -292,7 +296,9 @@ fn status_prints_a_table_and_exits_by_the_levels() {
         &format!("probes:\n  - {{name: db, kind: tcp, address: '127.0.0.1:{closed}'}}\n"),
     );
     let vigil = Running::start(&config, &[]);
-    vigil.wait_for("a run", |m| m.contains("vigil_probe_runs_total{probe=\"db\""));
+    vigil.wait_for("a run", |m| {
+        m.contains("vigil_probe_duration_seconds_count{probe=\"db\"")
+    });
     let url = format!("http://127.0.0.1:{}", vigil.port);
     let out = Command::new(VIGIL).args(["status", "--url", &url]).output().unwrap();
     let table = String::from_utf8_lossy(&out.stdout);

@@ -72,6 +72,60 @@ fn mask_values(text: &str) -> String {
         + "\n"
 }
 
+/// `metrics.detail` adds the series left out by default; `metrics.buckets` sets the histogram's
+/// boundaries, the thresholds always among them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_detail_and_buckets_are_chosen_in_the_config() {
+    let base = target().await;
+    let dir = tempfile::tempdir().unwrap();
+    let closed = common::closed_port();
+    let text = golden_config(&base, closed).replace(
+        "docker: {enabled: false}\n",
+        "docker: {enabled: false}\nmetrics: {detail: true, buckets: [50ms, 2s]}\n",
+    );
+    let app = App::start(common::config(&text, dir.path()), None).unwrap();
+    wait_for_runs(&app).await;
+    let (_, _, text) = common::get(&vigil::web::router(app.clone()), "/metrics", None).await;
+    let api: Vec<&str> = text.lines().filter(|l| l.contains(r#"probe="api","#)).collect();
+    for series in [
+        "vigil_probe_runs_total{",
+        "vigil_probe_http_duration_seconds{",
+        "vigil_probe_http_status_code{",
+        "vigil_probe_latency_threshold_seconds{",
+        "vigil_probe_last_run_timestamp_seconds{",
+        "vigil_probe_last_success_timestamp_seconds{",
+        "vigil_probe_level_changes_total{",
+        "vigil_probe_retries_total{",
+        "vigil_probe_consecutive_failures{",
+        r#"vigil_probe_failures_by_reason_total{probe="api",kind="http",reason="timeout""#,
+    ] {
+        assert!(api.iter().any(|l| l.starts_with(series)), "{series} missing: {api:#?}");
+    }
+    let les: Vec<&str> = api
+        .iter()
+        .filter(|l| l.starts_with("vigil_probe_duration_seconds_bucket"))
+        .filter_map(|l| l.split('"').nth(1))
+        .collect();
+    assert_eq!(les, ["0.05", "1.0", "2.0", "5.0", "+Inf"]);
+    app.stop();
+
+    let none = golden_config(&base, closed).replace(
+        "docker: {enabled: false}\n",
+        "docker: {enabled: false}\nmetrics: {buckets: none}\n",
+    );
+    let config = common::config(&none, dir.path());
+    let app = App::start(config, None).unwrap();
+    wait_for_runs(&app).await;
+    let (_, _, text) = common::get(&vigil::web::router(app.clone()), "/metrics", None).await;
+    let buckets: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("vigil_probe_duration_seconds_bucket") && l.contains(r#"probe="api","#))
+        .collect();
+    assert_eq!(buckets.len(), 1, "+Inf only: {buckets:?}");
+    assert!(buckets[0].contains(r#"le="+Inf""#));
+    app.stop();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_golden_rendering_passes_promtool() {
     let base = target().await;
@@ -104,7 +158,21 @@ async fn metrics_golden_rendering_passes_promtool() {
         r#"vigil_probe_status{probe="api",kind="http",status="up",env="test",team="platform",tier="backend"} 1"#
     ));
     assert!(text.contains(r#"vigil_probe_status{probe="busy",kind="http",status="degraded",env="test"} 1"#));
-    assert!(text.contains(r#"vigil_probe_failures_total{probe="gone",kind="tcp",reason="connect",env="test"} 1"#));
+    assert!(text.contains(r#"vigil_probe_failures_total{probe="gone",kind="tcp",env="test"} 1"#));
+    assert!(
+        text.contains(r#"vigil_probe_failures_by_reason_total{probe="gone",kind="tcp",reason="connect",env="test"} 1"#)
+    );
+    // The default set: an HTTP probe that has never failed is 12 lines (level, since when,
+    // failures, a histogram at its thresholds, what it checks).
+    let api: Vec<&str> = text.lines().filter(|l| l.contains(r#"probe="api","#)).collect();
+    assert_eq!(api.len(), 12, "{api:#?}");
+    assert!(text.contains(
+        r#"vigil_probe_duration_seconds_bucket{le="1.0",probe="api",kind="http",env="test",team="platform",tier="backend"} 1"#
+    ));
+    assert!(
+        text.contains(r#"degraded_after="1.0",down_after="5.0""#),
+        "the thresholds, as the le of their buckets"
+    );
     assert!(
         text.contains(r#"vigil_probe_remediation_info{probe="gone",kind="tcp",action="docker_restart",env="test"} 1"#)
     );
@@ -120,7 +188,7 @@ async fn metrics_golden_rendering_passes_promtool() {
         common::get(&router, "/metrics", Some("application/openmetrics-text;version=1.0.0")).await;
     assert!(content_type.starts_with("application/openmetrics-text"));
     assert!(om.ends_with("# EOF\n"));
-    assert!(om.contains("# TYPE vigil_probe_runs counter"));
+    assert!(om.contains("# TYPE vigil_probe_failures counter"));
     app.stop();
 }
 

@@ -359,7 +359,10 @@ fn run_and_reload_fail_cleanly_on_hostile_configs() {
             reload_gauge(&metrics)
         );
         // Still serving, on the old config.
-        assert!(metrics.contains("vigil_probe_runs_total{probe=\"a\""), "{case}");
+        assert!(
+            metrics.contains("vigil_probe_duration_seconds_count{probe=\"a\""),
+            "{case}"
+        );
         cases += 1;
     }
     let check = vigil(
@@ -388,7 +391,7 @@ fn hostile_label_values_keep_metrics_parseable() {
                 address: '127.0.0.1:1', interval: 1s, timeout: 500ms}\n";
     let path = write(dir.path(), "vigil.yml", text.as_bytes());
     let mut running = Running::start(&path, &[]);
-    running.wait_for("a run", |m| m.contains("vigil_probe_runs_total{"));
+    running.wait_for("a run", |m| m.contains("vigil_probe_duration_seconds_count{"));
     // HTTP/1.0: the page comes whole, not in chunks.
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", running.port)).unwrap();
     write!(stream, "GET /metrics HTTP/1.0\r\n\r\n").unwrap();
