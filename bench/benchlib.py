@@ -389,7 +389,9 @@ def parse_duration_s(s):
     return v * {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600}[m.group(2)]
 
 
-RUNS_RE = re.compile(r"^vigil_probe_runs_total\{[^}]*\} (\S+)$", re.M)
+# Runs: the latency histogram's count (one observation per run; vigil_probe_runs_total is only
+# published with metrics.detail).
+RUNS_RE = re.compile(r"^vigil_probe_duration_seconds_count\{[^}]*\} (\S+)$", re.M)
 UP_RE = re.compile(r'^vigil_probe_status\{[^}]*status="up"[^}]*\} 1(\.0)?$', re.M)
 DOWN_RE = re.compile(r'^vigil_probe_status\{[^}]*status="down"[^}]*\} 1(\.0)?$', re.M)
 DEGR_RE = re.compile(r'^vigil_probe_status\{[^}]*status="degraded"[^}]*\} 1(\.0)?$', re.M)
@@ -424,9 +426,9 @@ def cmd_selfsched(a):
     wall = w1 - w0
     cpu_s = (exp1 - exp0) / CLK_TCK
     runs = runs1 - runs0
-    runs_source = f"delta of vigil_probe_runs_total summed over {nseries} series"
+    runs_source = f"delta of vigil_probe_duration_seconds_count summed over {nseries} series"
     if nseries == 0 or runs <= 0:
-        why = "no vigil_probe_runs_total series" if nseries == 0 else "vigil_probe_runs_total did not move"
+        why = "no vigil_probe_duration_seconds_count series" if nseries == 0 else "vigil_probe_duration_seconds_count did not move"
         runs = a.n * wall / interval_s
         runs_source = f"ESTIMATED as N*window/{a.interval}: {why}"
     # scrape timings with curl, as Prometheus would see them (one connection per scrape, and
@@ -434,6 +436,9 @@ def cmd_selfsched(a):
     # e.g. BENCH_SCRAPE_ACCEPT=text/plain for the classic format)
     accept = os.environ.get("BENCH_SCRAPE_ACCEPT", PROMETHEUS_ACCEPT)
     times, sizes = [], []
+    # The exporter's CPU over the scrapes, less what its probes take meanwhile (the window's
+    # rate): the CPU one scrape costs.
+    scrape_cpu0, scrape_w0 = proc_cpu_ticks(a.pid), time.monotonic()
     for _ in range(a.scrapes):
         out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-H", f"Accept: {accept}",
                               "-w", "%{http_code} %{time_total} %{size_download}",
@@ -444,6 +449,7 @@ def cmd_selfsched(a):
         times.append(float(out[1]))
         sizes.append(int(out[2]))
         time.sleep(0.2)
+    scrape_cpu_s = (proc_cpu_ticks(a.pid) - scrape_cpu0) / CLK_TCK - cpu_s / wall * (time.monotonic() - scrape_w0)
     text = scrape(a.metrics_url)
     st = proc_status(a.pid)
     rec = {
@@ -459,6 +465,8 @@ def cmd_selfsched(a):
         "scrape_median_ms": statistics.median(times) * 1000, "scrape_max_ms": max(times) * 1000,
         "scrape_times_ms": [round(t * 1000, 2) for t in times],
         "scrape_bytes": sizes[-1], "metrics_lines": text.count("\n"),
+        "scrape_cpu_ms": max(scrape_cpu_s, 0.0) * 1000 / a.scrapes,
+        "lines_per_probe": text.count("\n") / a.n if a.n else None,
         "up": len(UP_RE.findall(text)), "degraded": len(DEGR_RE.findall(text)),
         "down": len(DOWN_RE.findall(text)), "success_1": len(SUCC_RE.findall(text)),
         "runs_series": nseries,
@@ -619,7 +627,8 @@ def selfsched_rows(ss, meta, what):
                                        f"(threads {ss['threads']})"),
         ("/metrics scrape", f"median {ss['scrape_median_ms']:.1f} ms, max {ss['scrape_max_ms']:.1f} ms "
                             f"({len(ss['scrape_times_ms'])} scrapes), {ss['scrape_bytes']:,} bytes, "
-                            f"{ss['metrics_lines']:,} lines"),
+                            f"{ss['metrics_lines']:,} lines ({fmt(ss.get('lines_per_probe'), '.1f')} per probe); "
+                            f"CPU per scrape {fmt(ss.get('scrape_cpu_ms'), '.0f')} ms"),
         ("probe status", f"up {ss['up']:,}, degraded {ss['degraded']:,}, down {ss['down']:,} of {ss['n']:,}"),
     ]
 

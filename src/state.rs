@@ -115,6 +115,8 @@ pub struct ProbeMeta {
     pub remind_every: Option<u32>,
     /// The latency histogram's boundaries.
     pub buckets: Arc<[f64]>,
+    /// Its labels, escaped once, as `/metrics` writes them.
+    pub label_text: crate::metrics::LabelText,
 }
 
 /// The level a probe is at, why, and since when.
@@ -366,6 +368,7 @@ impl ProbeMeta {
             freshness: def.freshness,
             remind_every: def.remind_every,
             buckets: def.buckets.clone(),
+            label_text: crate::metrics::LabelText::new(&def.name, def.kind().as_str(), &def.labels),
         }
     }
 }

@@ -4,7 +4,6 @@
 
 use std::sync::{Arc, RwLock};
 
-use prometheus_client::registry::Registry;
 use tokio::sync::{broadcast, watch};
 
 use crate::config::Config;
@@ -24,8 +23,8 @@ use crate::transport::connect::Sockets;
 pub struct View {
     /// Per-probe state.
     pub state: Arc<State>,
-    /// Metrics registry (probe collector included).
-    pub registry: Registry,
+    /// What `/metrics` serves (the registry and the probes' series).
+    pub registry: metrics::Exposition,
     /// What probes read (pushed heartbeats, the sockets budget).
     pub context: CheckContext,
     /// Uptime and latency history.
