@@ -38,7 +38,7 @@ pub async fn run(config: &Config) -> crate::Result<Vec<(&ProbeDef, Outcome)>> {
             retries: 0,
             pending: false,
         });
-        results.push((def, outcome));
+        results.push((&**def, outcome));
     }
     Ok(results)
 }

@@ -229,7 +229,7 @@ impl Scheduler {
             inner.limiter = Arc::new(Semaphore::new(config.concurrency));
             inner.concurrency = config.concurrency;
         }
-        let owned: Vec<&ProbeDef> = config
+        let owned: Vec<&Arc<ProbeDef>> = config
             .probes
             .iter()
             .filter(|p| self.shard.is_none_or(|s| s.owns(&p.name)))
@@ -302,7 +302,7 @@ impl Drop for Scheduler {
 }
 
 async fn run_loop(
-    def: ProbeDef,
+    def: Arc<ProbeDef>,
     handle: ProbeHandle,
     sinks: Sinks,
     limiter: Arc<Semaphore>,
@@ -317,7 +317,9 @@ async fn run_loop(
     let span = tracing::info_span!("probe", probe = %def.name, kind = %def.kind());
     loop {
         ticker.tick().await;
-        let outcome = execute(&def.probe, &def.target, &def.timing, Some(&limiter), &context)
+        // Boxed for the length of a run: inline, a run's state (its observations, the permit,
+        // the retry timer) would stay in every probe's task between runs too.
+        let outcome = Box::pin(execute(&def.probe, &def.target, &def.timing, Some(&limiter), &context))
             .instrument(span.clone())
             .await;
         if outcome.pending {

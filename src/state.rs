@@ -233,6 +233,8 @@ impl ProbeState {
         });
         self.last_run = Some(outcome.at);
         self.carried.keep(&outcome.observations);
+        let mut outcome = outcome;
+        outcome.observations.settle();
         self.last = Some(outcome);
         self.dirty.mark(previous != self.current.map(|c| c.level));
         previous
@@ -261,6 +263,31 @@ impl ProbeState {
         if let Some(first) = saved.first_seen_ms {
             self.first_seen = from_unix_ms(first);
         }
+    }
+
+    /// Writes what `probes.json` keeps of it, as [`Saved`] reads it back, into `out` (nothing
+    /// before its first run); the kind's carried values are serialized in place.
+    fn write_saved(&self, name: &str, out: &mut Vec<u8>, first: &mut bool) -> serde_json::Result<()> {
+        let Some(current) = self.current else { return Ok(()) };
+        out.push(if std::mem::take(first) { b'{' } else { b',' });
+        serde_json::to_writer(&mut *out, name)?;
+        out.push(b':');
+        serde_json::to_writer(
+            &mut *out,
+            &SavedRef {
+                kind: self.meta.kind.as_str(),
+                level: current.level.as_str(),
+                reason: current.reason.map(|r| r.as_str()),
+                since_ms: unix_ms(current.since),
+                last_run_ms: self.last_run.map(unix_ms),
+                last_success_ms: self.last_success.map(unix_ms),
+                last_failure: self.last_failure.map(|(reason, at)| (reason.as_str(), unix_ms(at))),
+                consecutive_failures: self.consecutive_failures,
+                reminder_ms: self.reminder.map(unix_ms),
+                carried: CarriedRef(&self.carried),
+                first_seen_ms: Some(unix_ms(self.first_seen)),
+            },
+        )
     }
 
     fn saved(&self) -> Option<Saved> {
@@ -306,6 +333,30 @@ struct Saved {
     carried: serde_json::Value,
     #[serde(default)]
     first_seen_ms: Option<i64>,
+}
+
+/// [`Saved`] as written, borrowing from the probe's state.
+#[derive(Serialize)]
+struct SavedRef<'a> {
+    kind: &'a str,
+    level: &'a str,
+    reason: Option<&'a str>,
+    since_ms: i64,
+    last_run_ms: Option<i64>,
+    last_success_ms: Option<i64>,
+    last_failure: Option<(&'a str, i64)>,
+    consecutive_failures: u64,
+    reminder_ms: Option<i64>,
+    carried: CarriedRef<'a>,
+    first_seen_ms: Option<i64>,
+}
+
+struct CarriedRef<'a>(&'a Carried);
+
+impl Serialize for CarriedRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize_kept(serializer)
+    }
 }
 
 use crate::persist::to_ms;
@@ -459,6 +510,20 @@ impl State {
         self.probes.read_unpoisoned().get(name).cloned()
     }
 
+    /// The state file's bytes: `{"probes":{name:saved,...}}`, written probe by probe (a
+    /// document of JSON values for 100,000 probes would be hundreds of MiB for a moment).
+    fn saved_file(&self) -> serde_json::Result<Vec<u8>> {
+        let probes = self.probes.read_unpoisoned();
+        let mut out = Vec::with_capacity(64 + probes.len() * 256);
+        out.extend_from_slice(b"{\"probes\":");
+        let mut first = true;
+        for (name, handle) in probes.iter() {
+            lock(handle).write_saved(name, &mut out, &mut first)?;
+        }
+        out.extend_from_slice(if first { b"{}}" } else { b"}}" });
+        Ok(out)
+    }
+
     /// Writes the state file now (when state is kept on disk).
     pub async fn save(&self) -> std::io::Result<()> {
         let Some(file) = self.file.clone() else {
@@ -467,13 +532,7 @@ impl State {
         let _one_at_a_time = self.writing.lock().await;
         self.dirty.any.store(false, Ordering::Relaxed);
         self.dirty.level.store(false, Ordering::Relaxed);
-        let probes: BTreeMap<String, Saved> = self
-            .probes
-            .read_unpoisoned()
-            .iter()
-            .filter_map(|(name, handle)| Some((name.clone(), lock(handle).saved()?)))
-            .collect();
-        let bytes = serde_json::to_vec(&SavedFile { probes }).map_err(std::io::Error::other)?;
+        let bytes = self.saved_file().map_err(std::io::Error::other)?;
         match tokio::task::spawn_blocking(move || crate::persist::write_atomically(&file, &bytes)).await {
             Ok(result) => result,
             Err(e) => Err(std::io::Error::other(e)),
@@ -522,7 +581,7 @@ mod tests {
 
     fn def(text: &str) -> ProbeDef {
         let config = Config::parse(text, std::path::Path::new(".")).expect("valid config");
-        config.probes.into_iter().next().expect("one probe")
+        (*config.probes[0]).clone()
     }
 
     fn down(at: SystemTime, reason: Reason) -> Outcome {
@@ -639,6 +698,22 @@ mod tests {
         }
         let handle = state.upsert(&def("probes: [{name: a, kind: tcp, address: '127.0.0.1:2'}]"));
         assert_eq!(lock(&handle).carried, Kind::Tcp.carried());
+    }
+
+    #[test]
+    fn the_state_file_written_in_place_reads_back_as_saved() {
+        let state = State::in_memory();
+        let a = state.upsert(&def("probes: [{name: a, kind: tcp, address: '127.0.0.1:1'}]"));
+        state.upsert(&def("probes: [{name: b, kind: tcp, address: '127.0.0.1:2'}]"));
+        assert_eq!(
+            state.saved_file().expect("json"),
+            b"{\"probes\":{}}",
+            "nothing before a run"
+        );
+        lock(&a).record(down(SystemTime::now(), Reason::Connect));
+        let file: SavedFile = serde_json::from_slice(&state.saved_file().expect("json")).expect("reads back");
+        let saved = lock(&a).saved().expect("ran");
+        assert_eq!(file.probes.into_iter().collect::<Vec<_>>(), [("a".to_string(), saved)]);
     }
 
     #[test]

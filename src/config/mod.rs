@@ -147,8 +147,8 @@ sections! {
 pub struct Config {
     /// Where it was read from.
     pub source: Source,
-    /// Self-scheduled probes, in file order.
-    pub probes: Vec<ProbeDef>,
+    /// Self-scheduled probes, in file order (shared with the tasks that run them).
+    pub probes: Vec<std::sync::Arc<ProbeDef>>,
     /// `/probe` modules by name.
     pub modules: BTreeMap<String, ModuleDef>,
     /// At most this many probe attempts run at once.

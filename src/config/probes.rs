@@ -204,7 +204,7 @@ pub fn build_probes(
     defaults: &Defaults,
     labels: &GlobalLabels,
     buckets: &crate::metrics::Buckets,
-) -> Vec<ProbeDef> {
+) -> Vec<Arc<ProbeDef>> {
     let Some(value) = value else { return Vec::new() };
     let items: Vec<Value> = cx.deserialize(value, "probes").unwrap_or_default();
     let mut names = HashSet::new();
@@ -212,7 +212,7 @@ pub fn build_probes(
     for (i, item) in items.iter().enumerate() {
         let path = format!("probes.{i}");
         if let Some(def) = build_probe(cx, &path, item, defaults, &labels.0, buckets, &mut names) {
-            probes.push(def);
+            probes.push(Arc::new(def));
         }
     }
     probes

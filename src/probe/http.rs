@@ -490,6 +490,16 @@ impl ProbeKind for Http {
     fn keep(kept: &mut Kept, obs: &Obs) {
         kept.cert.keep(&obs.exchange.tls_seen);
     }
+
+    /// The response's headers share the whole read buffer of the connection (8 KiB and more):
+    /// kept for every probe until its next run, they were most of vigil's memory.
+    fn settle(obs: &mut Obs) {
+        if let Some(head) = &mut obs.exchange.head {
+            head.headers = http::HeaderMap::new();
+        }
+        obs.exchange.body = Vec::new();
+        obs.exchange.tls_seen.leaf = None;
+    }
 }
 
 /// `host` of a `host:port` (IPv6 literals keep their brackets).

@@ -425,6 +425,12 @@ pub trait ProbeKind: Sized + fmt::Debug + Send + Sync + 'static {
     fn keep(kept: &mut Self::Kept, obs: &Self::Obs) {
         let _ = (kept, obs);
     }
+
+    /// A recorded run is kept as the probe's last one until the next: drop from `obs` what the
+    /// kind's `/metrics` families do not read, so each probe holds only what it publishes.
+    fn settle(obs: &mut Self::Obs) {
+        let _ = obs;
+    }
 }
 
 /// A family as the central encoders see it: which kind declares it, and where.
@@ -654,6 +660,11 @@ macro_rules! kinds {
                 match self { $(Observed::$variant(obs) => <$ty as ProbeKind>::interrupted(obs),)+ }
             }
 
+            /// Drops what the kind's `/metrics` families do not read ([`ProbeKind::settle`]).
+            pub fn settle(&mut self) {
+                match self { $(Observed::$variant(obs) => <$ty as ProbeKind>::settle(obs),)+ }
+            }
+
             /// The kind's own verdict on an attempt dropped at its timeout, if it has one.
             pub fn timed_out(&self) -> Option<Verdict> {
                 match self { $(Observed::$variant(obs) => <$ty as ProbeKind>::timed_out(obs),)+ }
@@ -680,6 +691,11 @@ macro_rules! kinds {
                     #[allow(unreachable_patterns)]
                     _ => {}
                 }
+            }
+
+            /// As kept in the state file, serialized in place (no JSON value built).
+            pub fn serialize_kept<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                match self { $(Carried::$variant(kept) => serde::Serialize::serialize(kept, serializer),)+ }
             }
 
             /// As kept in the state file.

@@ -275,7 +275,11 @@ pub fn visible(def: &ProbeDef) -> bool {
 
 /// The visible probe named `name`, if any.
 pub fn find<'a>(config: &'a Config, name: &str) -> Option<&'a ProbeDef> {
-    config.probes.iter().find(|p| p.name == name && visible(p))
+    config
+        .probes
+        .iter()
+        .map(|p| &**p)
+        .find(|p| p.name == name && visible(p))
 }
 
 /// One probe's status at `now`; `None` if this process does not run it (another shard does).

@@ -17,6 +17,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use super::{ErrorKind, TransportError};
+use crate::poison::LockUnpoisoned;
 use crate::spec::BuildContext;
 
 /// TLS settings of a probe (`tls_config:`).
@@ -54,7 +55,7 @@ impl Default for TlsSpec {
 }
 
 /// A TLS version, as blackbox_exporter's `tls_config` names them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
 pub enum TlsVersion {
     /// TLS 1.2.
     #[serde(rename = "TLS12")]
@@ -88,8 +89,39 @@ fn system_roots() -> Arc<RootCertStore> {
         .clone()
 }
 
-/// Builds the client config for `spec` (found at `path`); errors are recorded in `ctx`.
+/// What a client config that reads no file is made of.
+type Shared = (bool, Option<TlsVersion>, Option<TlsVersion>, Vec<Vec<u8>>);
+
+/// Builds the client config for `spec` (found at `path`); errors are recorded in `ctx`. Specs
+/// that read no file share one config per settings (a config is a few hundred bytes, and a
+/// config of 100,000 probes would otherwise hold 100,000 copies of the same).
 pub fn client_config(spec: &TlsSpec, alpn: &[&[u8]], ctx: &mut BuildContext, path: &str) -> Option<Arc<ClientConfig>> {
+    static SHARED: OnceLock<std::sync::Mutex<std::collections::HashMap<Shared, Arc<ClientConfig>>>> = OnceLock::new();
+    let reads_files = spec.ca_file.is_some() || spec.cert_file.is_some() || spec.key_file.is_some();
+    if reads_files {
+        return build_client_config(spec, alpn, ctx, path);
+    }
+    let key = (
+        spec.verify,
+        spec.min_version,
+        spec.max_version,
+        alpn.iter().map(|p| p.to_vec()).collect(),
+    );
+    let shared = SHARED.get_or_init(Default::default);
+    if let Some(config) = shared.lock_unpoisoned().get(&key) {
+        return Some(config.clone());
+    }
+    let config = build_client_config(spec, alpn, ctx, path)?;
+    shared.lock_unpoisoned().insert(key, config.clone());
+    Some(config)
+}
+
+fn build_client_config(
+    spec: &TlsSpec,
+    alpn: &[&[u8]],
+    ctx: &mut BuildContext,
+    path: &str,
+) -> Option<Arc<ClientConfig>> {
     let (min, max) = (
         spec.min_version.unwrap_or(TlsVersion::Tls12),
         spec.max_version.unwrap_or(TlsVersion::Tls13),
