@@ -355,6 +355,27 @@ def cmd_mem(a):
     print(f"  {a.label} memory: VmHWM {st['VmHWM'] / 1024:.1f} MiB, VmRSS {st['VmRSS'] / 1024:.1f} MiB")
 
 
+def cmd_scale_reload(a):
+    """Changes the first probe's URL in the config, reloads, and records how long it took."""
+    with open(a.config) as f:
+        text = f.read()
+    changed = text.replace("/?t=1\"", "/?t=1&reloaded=1\"", 1)
+    if changed == text:
+        raise SystemExit("scale-reload: the config has no probe t00001 to change")
+    with open(a.config, "w") as f:
+        f.write(changed)
+    req = urllib.request.Request(a.reload_url, method="POST", headers={"User-Agent": "vigil-bench"})
+    t0 = time.monotonic()
+    with urllib.request.urlopen(req, timeout=60) as r:
+        answer = r.read().decode("utf-8", "replace").strip()
+    took = time.monotonic() - t0
+    ok = "1 restarted" in answer and "0 started" in answer and "0 stopped" in answer
+    append(a.results, {"type": "scale", "n": a.n, "startup_s": a.startup_s, "reload_ms": took * 1000,
+                       "reload_answer": answer, "reload_ok": ok})
+    print(f"  start-up {a.startup_s:.2f} s; reload of one probe {took * 1000:.0f} ms: {answer}")
+    return 0 if ok else 1
+
+
 # loopback addresses the icmp probes are spread over: 127.0.0.1-127.0.255.254 (the kernel answers
 # every 127/8 address on lo), skipping the .0 and .255 of each /24
 ICMP_HOSTS = 256 * 254
@@ -825,6 +846,33 @@ def build_report(recs, meta):
         md.extend(f"- {l}" for l, _ in goals)
         md.append(f"\n**verdict: {overall}**\n")
 
+    scale = sorted((r for r in recs if r["type"] == "scale"), key=lambda r: r["n"])
+    if scale:
+        hdr = ["probes", "interval", "cores", "CPU per run", "RSS before any scrape", "RSS / peak at the end",
+               "/metrics bytes", "lines per probe", "scrape median", "CPU per scrape", "start-up", "reload of one probe"]
+        rows = []
+        for r in scale:
+            ss_n = sss.get(f"scale-{r['n']}")
+            pre = mems.get(f"vigil-scale-{r['n']}-before-scrape")
+            if not ss_n:
+                continue
+            rows.append([f"{r['n']:,}", ss_n["interval"], f"{ss_n['cores']:.3f}", f"{fmt(ss_n['cpu_us_per_run'], '.0f')} us",
+                         f"{fmt(mib(pre and pre['rss_kib']), '.1f')} MiB",
+                         f"{mib(ss_n['rss_kib']):.1f} / {mib(ss_n['hwm_kib']):.1f} MiB",
+                         f"{ss_n['scrape_bytes']:,}", fmt(ss_n.get("lines_per_probe"), ".1f"),
+                         f"{ss_n['scrape_median_ms']:.0f} ms", f"{fmt(ss_n.get('scrape_cpu_ms'), '.0f')} ms",
+                         f"{r['startup_s']:.2f} s", f"{r['reload_ms']:.0f} ms" + ("" if r["reload_ok"] else " (FAILED)")])
+        txt.append("")
+        txt.append("== growth (self-scheduled HTTP probes) ==")
+        w = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(hdr)]
+        txt.append("  " + "  ".join(h.rjust(w[i]) for i, h in enumerate(hdr)))
+        txt.extend("  " + "  ".join(c.rjust(w[i]) for i, c in enumerate(row)) for row in rows)
+        md.append("## growth (self-scheduled HTTP probes)\n")
+        md.append("| " + " | ".join(hdr) + " |")
+        md.append("|" + "---:|" * len(hdr))
+        md.extend("| " + " | ".join(row) + " |" for row in rows)
+        md.append("")
+
     noisy = [f"{r['label']} -t{r['threads']} -c{r['conns']}: {r['other_cpu_s'] / r['wall_s']:.2f} cores"
              for r in allwrks if r["other_cpu_s"] / r["wall_s"] > OTHER_WARN]
     for kind, s in sss.items():
@@ -940,6 +988,14 @@ def main():
     p.add_argument("--window", type=float, required=True)
     p.add_argument("--scrapes", type=int, default=5)
     p.set_defaults(fn=cmd_selfsched)
+
+    p = sp.add_parser("scale-reload")
+    p.add_argument("--results", required=True)
+    p.add_argument("--n", type=int, required=True)
+    p.add_argument("--startup-s", type=float, required=True)
+    p.add_argument("--config", required=True)
+    p.add_argument("--reload-url", required=True)
+    p.set_defaults(fn=cmd_scale_reload)
 
     p = sp.add_parser("report")
     p.add_argument("--results", required=True)

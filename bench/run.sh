@@ -13,7 +13,7 @@ LUA="$HERE/wrk-report.lua"
 export PATH="$PATH:/usr/sbin:/sbin"
 
 # ---------------------------------------------------------------------------- knobs
-BENCH_ONLY=${BENCH_ONLY:-nginx,blackbox,vigil,selfsched,dns,icmp} # sections to run (comma separated)
+BENCH_ONLY=${BENCH_ONLY:-nginx,blackbox,vigil,selfsched,dns,icmp} # sections to run (comma separated; scale is extra)
 BENCH_DURATION=${BENCH_DURATION:-10}       # seconds per measured wrk run
 BENCH_CONNS=${BENCH_CONNS:-"32 256"}       # wrk connection counts (one measured run each)
 BENCH_THREADS=${BENCH_THREADS:-1}          # wrk threads against the exporters
@@ -27,6 +27,9 @@ BENCH_SS_TIMEOUT=${BENCH_SS_TIMEOUT:-5s}    # self-scheduled (HTTP and ICMP): pr
 BENCH_SS_WARMUP=${BENCH_SS_WARMUP:-20}     # seconds before the measuring window
 BENCH_SS_WINDOW=${BENCH_SS_WINDOW:-30}     # seconds of measuring window
 BENCH_SCRAPES=${BENCH_SCRAPES:-5}          # timed /metrics scrapes
+BENCH_SCALE_NS=${BENCH_SCALE_NS:-"1000 10000 100000"} # scale: the probe counts of the growth table
+BENCH_SCALE_INTERVAL=${BENCH_SCALE_INTERVAL:-60s} # scale: their interval
+BENCH_SCALE_WINDOW=${BENCH_SCALE_WINDOW:-} # scale: seconds of measuring window (default: one interval, after one interval and 10 s)
 BENCH_OUT=${BENCH_OUT:-$HERE/results/latest.md}
 BENCH_WAIT_IDLE=${BENCH_WAIT_IDLE:-0}      # seconds to wait, before each measurement, for the machine to be idle
 BENCH_KEEP_TMP=${BENCH_KEEP_TMP:-0}        # 1: keep the temp dir (configs, logs) for inspection
@@ -37,7 +40,7 @@ for v in $(compgen -e VIGIL_ || true); do export -n "$v"; done
 
 want() { [[ ",$BENCH_ONLY," == *",$1,"* ]]; }
 for s in ${BENCH_ONLY//,/ }; do
-  case $s in nginx|blackbox|vigil|selfsched|dns|icmp) ;; *) echo "BENCH_ONLY: unknown section '$s' (nginx, blackbox, vigil, selfsched, dns, icmp)" >&2; exit 2 ;; esac
+  case $s in nginx|blackbox|vigil|selfsched|dns|icmp|scale) ;; *) echo "BENCH_ONLY: unknown section '$s' (nginx, blackbox, vigil, selfsched, dns, icmp, scale)" >&2; exit 2 ;; esac
 done
 
 # ---------------------------------------------------------------------------- tools
@@ -331,7 +334,7 @@ EOF
 fi
 
 # ---------------------------------------------------------------------------- vigil binary
-if want vigil || want selfsched || want dns || want icmp; then
+if want vigil || want selfsched || want dns || want icmp || want scale; then
   VIGIL_BUILT=0
   if [[ -z $VIGIL_BIN ]]; then
     VIGIL_BUILT=1
@@ -457,6 +460,39 @@ EOF
   selfsched_measure "$S_PID" "$S_PORT" "$BENCH_ICMP_N" "$TMP/icmp/selfsched.log" vigil-selfsched-icmp-before-scrape
   stop_pid "$S_PID"
   PROBE_KIND=http TARGET_NAME=nginx TARGET_PID=$NGINX_PID
+fi
+
+# ---------------------------------------------------------------------------- E: scale
+# For each probe count of BENCH_SCALE_NS: self-scheduled HTTP probes at BENCH_SCALE_INTERVAL
+# against the same nginx; start-up (process start to /-/healthy answering: load, validate,
+# schedule), the window as in B after one interval (every probe has run), then a reload that
+# changes one probe. The report's growth table puts the counts side by side.
+if want scale; then
+  for n in $BENCH_SCALE_NS; do
+    dir="$TMP/scale-$n"
+    mkdir -p "$dir"
+    python3 "$LIB" gen-config --n "$n" --port "$NGINX_PORT" --interval "$BENCH_SCALE_INTERVAL" \
+      --timeout "$BENCH_SS_TIMEOUT" --out "$dir/vigil.yml"
+    port=$(freeport)
+    echo "bench: scale: vigil with $n probes (interval $BENCH_SCALE_INTERVAL) on 127.0.0.1:$port"
+    started=$(date +%s.%N)
+    "$VIGIL_BIN" run --config "$dir/vigil.yml" --web.listen-address "127.0.0.1:$port" \
+      --storage.path "$dir/data" --log.level warn >"$dir/vigil.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    wait_http "http://127.0.0.1:$port/-/healthy" 120 "$pid" || die "vigil ($n probes) did not come up" "$dir/vigil.log"
+    up=$(date +%s.%N)
+    every=$(python3 -c "import sys; sys.path.insert(0, '$HERE'); import benchlib; print(int(benchlib.parse_duration_s('$BENCH_SCALE_INTERVAL')))")
+    # Probes start spread over min(interval, N ms): a window of one whole interval sees each run once.
+    PROBE_KIND="scale-$n" BENCH_SS_INTERVAL=$BENCH_SCALE_INTERVAL BENCH_SS_WARMUP=$((every + 10)) \
+      BENCH_SS_WINDOW=${BENCH_SCALE_WINDOW:-$every} \
+      selfsched_measure "$pid" "$port" "$n" "$dir/vigil.log" "vigil-scale-$n-before-scrape"
+    python3 "$LIB" scale-reload --results "$RESULTS" --n "$n" --startup-s "$(echo "$up - $started" | bc)" \
+      --config "$dir/vigil.yml" --reload-url "http://127.0.0.1:$port/-/reload" ||
+      die "the reload of one probe failed" "$dir/vigil.log"
+    stop_pid "$pid"
+  done
+  COMMANDS+=("vigil run --config TMP/scale-N/vigil.yml --web.listen-address 127.0.0.1:PORT --storage.path TMP/scale-N/data --log.level warn   # defaults: {interval: $BENCH_SCALE_INTERVAL, timeout: $BENCH_SS_TIMEOUT}, N (${BENCH_SCALE_NS// /, }) probes {name: tNNNNN, kind: http, url: http://127.0.0.1:NGINX/?t=N}")
 fi
 
 # ---------------------------------------------------------------------------- report

@@ -122,7 +122,7 @@ sample() { # sample MODE MINUTE -> one row
   local mode=$1 t=$2 pid=${PID[$1]} metrics runs failed store
   kill -0 "$pid" 2>/dev/null || { echo "soak: vigil ($mode) died; log:" >&2; tail -20 "$TMP/$mode.log" >&2; exit 1; }
   metrics=$(curl -fsS "http://127.0.0.1:${PORT[$mode]}/metrics")
-  runs=$(awk '/^vigil_probe_runs_total\{/ {s += $NF} END {printf "%d", s}' <<<"$metrics")
+  runs=$(awk '/^vigil_probe_duration_seconds_count\{/ {s += $NF} END {printf "%d", s}' <<<"$metrics")
   failed=$(awk '/^vigil_probe_failures_total\{/ {s += $NF} END {printf "%d", s}' <<<"$metrics")
   # The history store on disk (database and write-ahead log), KiB; 0 in memory.
   store=$(stat -c %s "$TMP/state-$mode"/history.db* 2>/dev/null | awk '{s += $1} END {printf "%d", s}')
