@@ -617,7 +617,7 @@ fn ladder_steps_on_time_through_a_restart_a_second_outage_and_a_failing_source()
 
 /// The families of metrics this test's vigils do not publish, by name prefix: the Docker and
 /// Kubernetes inventories (not watched here), the receiver's, reminders.
-const NOT_YET: [&str; 6] = [
+const NOT_YET: [&str; 11] = [
     "vigil_docker_",
     "vigil_container_",
     "vigil_kube_",
@@ -625,6 +625,14 @@ const NOT_YET: [&str; 6] = [
     "vigil_notifications_",
     // Only probes with `remind_every` publish it.
     "vigil_probe_reminder_",
+    // Only probes with `retries` publish it.
+    "vigil_probe_retries_total",
+    // Only while a probe is DOWN (every probe is UP again when the dashboards are checked).
+    "vigil_probe_consecutive_failures",
+    "vigil_probe_last_success_timestamp_seconds",
+    // Only with `metrics.detail: true`.
+    "vigil_probe_http_duration_seconds",
+    "vigil_probe_http_status_code",
 ];
 
 /// Dashboards whose every panel query must return data (but see [`check_dashboards`]).
