@@ -84,13 +84,12 @@ impl Histogram {
     }
 
     /// `(upper bound, count in that bucket alone)` pairs, +Inf last; the encoder accumulates.
-    pub fn buckets(&self) -> Vec<(f64, u64)> {
+    pub fn buckets(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
         self.bounds
             .iter()
             .copied()
             .chain(std::iter::once(f64::INFINITY))
             .zip(self.counts.iter().copied())
-            .collect()
     }
 }
 
@@ -723,11 +722,14 @@ mod tests {
         h.observe(0.25);
         h.observe(0.5);
         h.observe(100.0);
-        assert_eq!(h.buckets(), [(0.25, 2), (1.0, 1), (f64::INFINITY, 1)]);
+        assert_eq!(
+            h.buckets().collect::<Vec<_>>(),
+            [(0.25, 2), (1.0, 1), (f64::INFINITY, 1)]
+        );
         assert_eq!(h.count, 4);
         let mut none = Histogram::new(Arc::from([]));
         none.observe(0.1);
-        assert_eq!(none.buckets(), [(f64::INFINITY, 1)]);
+        assert_eq!(none.buckets().collect::<Vec<_>>(), [(f64::INFINITY, 1)]);
     }
 
     #[test]

@@ -542,12 +542,13 @@ fn histograms(text: &mut Text, probes: &[ProbeHandle]) -> fmt::Result {
         text.series("vigil_probe_duration_seconds_count", None, labels, &[]);
         text.u64(h.count)?;
         let mut cumulative = 0;
-        for (i, n) in h.counts.iter().enumerate() {
+        for (bound, n) in h.buckets() {
             cumulative += n;
             let mut le = dtoa::Buffer::new();
-            let bound = match h.bounds.get(i) {
-                Some(b) => le.format(*b),
-                None => "+Inf",
+            let bound = if bound == f64::INFINITY {
+                "+Inf"
+            } else {
+                le.format(bound)
             };
             text.series("vigil_probe_duration_seconds_bucket", Some(("le", bound)), labels, &[]);
             text.u64(cumulative)?;
