@@ -18,6 +18,8 @@ use crate::poison::LockUnpoisoned;
 use crate::probe::{CheckContext, Level, Observed, Probe, Reason, Verdict};
 use crate::state::{Outcome, ProbeHandle, State, lock};
 
+mod workers;
+
 /// Applies the latency thresholds to an attempt's verdict.
 pub fn apply_latency(mut verdict: Verdict, took: Duration, timing: &Timing) -> Verdict {
     let show = |d: Duration| format!("{:.3}s", d.as_secs_f64());
@@ -178,7 +180,7 @@ pub struct Sinks {
 /// Runs the self-scheduled probes of the current config.
 pub struct Scheduler {
     state: Arc<State>,
-    context: CheckContext,
+    workers: workers::Workers,
     sinks: Sinks,
     shard: Option<Shard>,
     inner: Mutex<Inner>,
@@ -204,11 +206,11 @@ pub struct Applied {
 }
 
 impl Scheduler {
-    /// A scheduler with no probes.
+    /// A scheduler with no probes; its probe threads start now (see [`workers`]).
     pub fn new(state: Arc<State>, context: CheckContext, shard: Option<Shard>, sinks: Sinks) -> Self {
         Self {
             state,
-            context,
+            workers: workers::Workers::start(&context),
             sinks,
             shard,
             inner: Mutex::new(Inner {
@@ -267,14 +269,10 @@ impl Scheduler {
             // than at each run (its wake-ups cost more than a run's own work).
             let delay = spread(def.timing.interval).mul_f64(fastrand::f64());
             let delay = Duration::from_millis(delay.as_millis() as u64 / START_SLOT_MS * START_SLOT_MS);
-            let task = tokio::spawn(run_loop(
-                def.clone(),
-                handle,
-                self.sinks.clone(),
-                inner.limiter.clone(),
-                self.context.clone(),
-                delay,
-            ));
+            let (probe, sinks, limiter) = (def.clone(), self.sinks.clone(), inner.limiter.clone());
+            let task = self
+                .workers
+                .spawn(move |context| run_loop(probe, handle, sinks, limiter, context, delay));
             inner.tasks.insert(
                 def.name.clone(),
                 Task {
@@ -387,5 +385,41 @@ mod tests {
             apply_latency(failed, Duration::from_secs(6), &timing).reason,
             Some(Reason::Status)
         );
+    }
+
+    #[tokio::test]
+    async fn probes_run_on_their_own_threads_in_turn_and_stop_with_them() {
+        let workers = workers::Workers::start(&CheckContext::default());
+        assert!(workers.len() >= 1);
+        let mut seen = HashSet::new();
+        for _ in 0..workers.len() {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            workers.spawn(move |_| async move {
+                let _ = tx.send(std::thread::current().name().map(String::from));
+            });
+            let name = rx.await.expect("the task ran").expect("a named thread");
+            assert!(name.starts_with("vigil-probes-"), "ran on {name}");
+            seen.insert(name);
+        }
+        assert_eq!(seen.len(), workers.len(), "one task per thread in turn: {seen:?}");
+
+        // A task still running when the threads stop is dropped with them.
+        struct Dropped(Option<tokio::sync::oneshot::Sender<()>>);
+        impl Drop for Dropped {
+            fn drop(&mut self) {
+                let _ = self.0.take().map(|tx| tx.send(()));
+            }
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let guard = Dropped(Some(tx));
+        workers.spawn(move |_| async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+        });
+        drop(workers);
+        tokio::time::timeout(Duration::from_secs(10), rx)
+            .await
+            .expect("the task was dropped when its thread stopped")
+            .expect("dropped, not lost");
     }
 }
