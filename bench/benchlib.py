@@ -10,6 +10,10 @@ Subcommands:
   mem LABEL PID                 record VmHWM / VmRSS of PID
   gen-config ...                write the self-scheduled config (N HTTP or ICMP probes)
   selfsched ...                 measure vigil in self-scheduled mode over a window
+  slow-target ...               an HTTP server that answers each request exactly --delay-ms after reading it
+  fid-sample ...                /probe the slow target at a steady rate; record the reported durations
+  fid-runs ...                  record the latencies of self-scheduled runs from vigil's /api/v1/probes
+  fid-load ...                  record the rate a background wrk load reached
   report ...                    print the results table and write the markdown file
 
 Results are appended as JSON lines to the file given with --results; `report` renders them.
@@ -376,6 +380,183 @@ def cmd_scale_reload(a):
     return 0 if ok else 1
 
 
+# ----------------------------------------------------------------------------- fidelity (F)
+
+SLOW_ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n"
+
+
+def cmd_slow_target(a):
+    """An HTTP server on 127.0.0.1:PORT that answers every request exactly DELAY after it accepted
+    the connection (once the request's headers are read), on a thread per connection, and
+    appends each hold (accept to answer written, seconds) to --log: the truth a probe's reported
+    latency is compared with. Run it under `chrt -f` so that a saturated machine delays it less
+    than the exporters it measures."""
+    import threading
+    delay = a.delay_ms / 1000
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", a.port))
+    srv.listen(1024)
+    log = open(a.log, "a", buffering=1)
+    lock = threading.Lock()
+
+    def serve(conn, accepted):
+        with conn:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn.settimeout(10)
+            buf = b""
+            try:
+                while b"\r\n\r\n" not in buf:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        return
+                    buf += chunk
+                # From the accept: the thread's start and the read count as the target's time.
+                t0 = accepted
+                # A sleep, not a spin: a spinning thread would hold the GIL from the others.
+                # Under SCHED_FIFO the kernel wakes it with no timer slack.
+                time.sleep(max(0.0, t0 + delay - time.monotonic()))
+                conn.sendall(SLOW_ANSWER)
+                held = time.monotonic() - t0
+                conn.shutdown(socket.SHUT_WR)
+            except OSError:
+                return
+        with lock:
+            log.write(f"{held:.6f}\n")
+
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    while True:
+        conn, _ = srv.accept()
+        threading.Thread(target=serve, args=(conn, time.monotonic()), daemon=True).start()
+
+
+DURATION_RE = re.compile(r"^probe_duration_seconds(?:\{\})? (\S+)$", re.M)
+SUCCESS_RE = re.compile(r"^probe_success(?:\{\})? (\S+)$", re.M)
+
+
+def cmd_fid_sample(a):
+    """CLIENTS threads, each fetching URL (a /probe of the slow target) once every EVERY seconds,
+    staggered, for SECONDS; records every reported probe_duration_seconds, and the machine's busy
+    cores over the window."""
+    import threading
+    durations, failed, errors = [], [0], [0]
+    lock = threading.Lock()
+    start = time.monotonic()
+    stop_at = start + a.seconds
+
+    def client(k):
+        nxt = start + k * a.every / a.clients
+        while True:
+            now = time.monotonic()
+            if nxt > now:
+                time.sleep(nxt - now)
+            if time.monotonic() >= stop_at:
+                return
+            nxt += a.every
+            try:
+                _, body = http_get(a.url, timeout=30)
+                text = body.decode("utf-8", "replace")
+                d, ok = DURATION_RE.search(text), SUCCESS_RE.search(text)
+                with lock:
+                    if d is None or ok is None:
+                        errors[0] += 1
+                    elif float(ok.group(1)) != 1:
+                        failed[0] += 1
+                    else:
+                        durations.append(float(d.group(1)))
+            except Exception:  # noqa: BLE001
+                with lock:
+                    errors[0] += 1
+
+    b0 = system_busy_ticks()
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(a.clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    b1 = system_busy_ticks()
+    wall = time.monotonic() - start
+    rec = {"type": "fidelity", "exporter": a.exporter, "scenario": a.scenario, "how": "/probe",
+           "samples": durations, "failed": failed[0], "errors": errors[0],
+           "machine_cores": (b1[0] - b0[0]) / CLK_TCK / wall}
+    append(a.results, rec)
+    print(f"  {a.exporter} {a.scenario}: {fid_summary(rec)}")
+    return 0 if durations else 1
+
+
+def parse_rfc3339(s):
+    import datetime
+    return datetime.datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+
+
+def cmd_fid_runs(a):
+    """The latencies of the runs of probes PREFIX01..PREFIXNN (from /api/v1/probes/NAME, which
+    reads the history store) that ended between --since and --until (Unix seconds)."""
+    durations, failed = [], 0
+    for k in range(1, a.n + 1):
+        _, body = http_get(f"{a.api}/{a.prefix}{k:02d}", timeout=30)
+        for run in json.loads(body)["runs"]:
+            if not a.since <= parse_rfc3339(run["at"]) <= a.until:
+                continue
+            if run["level"] == "down":
+                failed += 1
+            else:
+                durations.append(run["latency_seconds"])
+    rec = {"type": "fidelity", "exporter": a.exporter, "scenario": a.scenario, "how": "self-scheduled",
+           "samples": durations, "failed": failed, "errors": 0, "machine_cores": a.machine_cores}
+    append(a.results, rec)
+    print(f"  {a.exporter} {a.scenario}: {fid_summary(rec)}")
+    return 0 if durations else 1
+
+
+def cmd_busy(a):
+    """Sleeps SECONDS and prints the machine's busy cores over them."""
+    b0 = system_busy_ticks()
+    t0 = time.monotonic()
+    time.sleep(a.seconds)
+    b1 = system_busy_ticks()
+    print(f"{(b1[0] - b0[0]) / CLK_TCK / (time.monotonic() - t0):.3f}")
+
+
+def cmd_fid_holds(a):
+    """Records how long the slow target held its answers (the truth the probes are compared with)."""
+    with open(a.log) as f:
+        holds = [float(l) for l in f if l.strip()]
+    rec = {"type": "fidelity-holds", "n": len(holds), "rt": a.rt,
+           "p50": percentile(holds, 50), "p99": percentile(holds, 99), "max": max(holds, default=None)}
+    append(a.results, rec)
+    if holds:
+        print(f"  slow target: {len(holds)} answers held p50 {rec['p50'] * 1000:.2f} ms, "
+              f"p99 {rec['p99'] * 1000:.2f} ms, max {rec['max'] * 1000:.2f} ms (scheduling: {a.rt})")
+
+
+def cmd_fid_load(a):
+    """Records the requests/s of a background wrk run (its stdout in LOG)."""
+    with open(a.log) as f:
+        text = f.read()
+    m = re.search(r"^Requests/sec:\s+(\S+)", text, re.M)
+    append(a.results, {"type": "fidelity-load", "exporter": a.exporter, "scenario": a.scenario,
+                       "rate": float(m.group(1)) if m else None})
+
+
+def percentile(values, q):
+    """The q-th percentile (0-100) by the nearest rank."""
+    if not values:
+        return None
+    v = sorted(values)
+    return v[min(len(v) - 1, max(0, int(-(-q * len(v) // 100)) - 1))]
+
+
+def fid_summary(rec, delay=0.1):
+    s = rec["samples"]
+    if not s:
+        return f"no samples ({rec['failed']} failed, {rec['errors']} errors)"
+    p50, p99 = percentile(s, 50), percentile(s, 99)
+    return (f"{len(s)} runs, reported latency p50 {p50 * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms, "
+            f"max {max(s) * 1000:.2f} ms (p99 - {delay * 1000:.0f} ms = {(p99 - delay) * 1000:+.2f} ms); "
+            f"{rec['failed']} failed, {rec['errors']} errors; machine {rec['machine_cores']:.2f} cores busy")
+
+
 # loopback addresses the icmp probes are spread over: 127.0.0.1-127.0.255.254 (the kernel answers
 # every 127/8 address on lo), skipping the .0 and .255 of each /24
 ICMP_HOSTS = 256 * 254
@@ -400,6 +581,10 @@ def cmd_gen_config(a):
             else:
                 # evenly over the whole range, one address per probe
                 f.write(f"  - {{name: i{i:05d}, kind: icmp, host: {icmp_host((i - 1) * ICMP_HOSTS // a.n)}}}\n")
+        # the fidelity section's probes of its slow target, read back from /api/v1/probes/fNN
+        for k in range(1, a.slow_n + 1):
+            f.write(f'  - {{name: f{k:02d}, kind: http, url: "http://127.0.0.1:{a.slow_port}/?f={k}", '
+                    f'interval: {a.slow_interval}, timeout: 900ms}}\n')
 
 
 def parse_duration_s(s):
@@ -873,6 +1058,52 @@ def build_report(recs, meta):
         md.extend("| " + " | ".join(row) + " |" for row in rows)
         md.append("")
 
+    fids = [r for r in recs if r["type"] == "fidelity"]
+    if fids:
+        loads = {(r["exporter"], r["scenario"]): r["rate"] for r in recs if r["type"] == "fidelity-load"}
+        holds = next((r for r in recs if r["type"] == "fidelity-holds"), None)
+        what = {"idle": "/probe, nothing else", "paced": "/probe, beside a paced /probe load of nginx",
+                "saturated": "/probe, beside wrk -c256 at /probe of nginx",
+                "selfsched-others": "self-scheduled, beside 10,000 self-scheduled probes of nginx",
+                "selfsched-saturated": "self-scheduled, beside those and wrk -c256 at its /probe"}
+        hdr = ["exporter", "how", "load (probes/s)", "machine cores", "runs", "p50", "p99", "max",
+               "p99 - 100 ms", "failed / errors"]
+        rows, goal_lines = [], []
+        for r in fids:
+            smp = r["samples"]
+            p50, p99 = percentile(smp, 50), percentile(smp, 99)
+            rate = loads.get((r["exporter"], r["scenario"]))
+            ms = lambda v: "-" if v is None else f"{v * 1000:.2f} ms"  # noqa: E731
+            rows.append([r["exporter"], what.get(r["scenario"], r["scenario"]), fmt(rate, ",.0f"),
+                         f"{r['machine_cores']:.2f}", f"{len(smp):,}", ms(p50), ms(p99), ms(max(smp, default=None)),
+                         "-" if p99 is None else f"{(p99 - 0.1) * 1000:+.2f} ms", f"{r['failed']} / {r['errors']}"])
+            bar = {"selfsched-others": 0.002, "selfsched-saturated": 0.005, "saturated": 0.005}.get(r["scenario"])
+            if r["exporter"] == "vigil" and bar is not None and p99 is not None:
+                ok = p99 - 0.1 <= bar and r["failed"] == 0
+                goal_lines.append((f"vigil {what[r['scenario']]}: p99 {p99 * 1000:.2f} ms, within "
+                                   f"{bar * 1000:.0f} ms of 100 ms: {verdict(ok)}", ok))
+        txt.append("")
+        txt.append("== measurement fidelity: a target that answers after exactly 100 ms ==")
+        w = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(hdr)]
+        txt.append("  " + "  ".join(h.ljust(w[i]) if i < 2 else h.rjust(w[i]) for i, h in enumerate(hdr)))
+        txt.extend("  " + "  ".join(c.ljust(w[i]) if i < 2 else c.rjust(w[i]) for i, c in enumerate(row))
+                   for row in rows)
+        md.append("## measurement fidelity: a target that answers after exactly 100 ms\n")
+        if holds and holds["n"]:
+            h = (f"The slow target ({holds['rt']} scheduling) held its {holds['n']:,} answers p50 "
+                 f"{holds['p50'] * 1000:.2f} ms, p99 {holds['p99'] * 1000:.2f} ms, max {holds['max'] * 1000:.2f} ms "
+                 "from reading the request to writing the answer; a probe adds its connect, request and read.")
+            txt.append("  " + h)
+            md.append(h + "\n")
+        md.append("| " + " | ".join(hdr) + " |")
+        md.append("|---|---|" + "---:|" * (len(hdr) - 2))
+        md.extend("| " + " | ".join(row) + " |" for row in rows)
+        md.append("")
+        for line, ok in goal_lines:
+            txt.append(f"  {line}")
+            md.append(f"- {line}")
+        md.append("")
+
     noisy = [f"{r['label']} -t{r['threads']} -c{r['conns']}: {r['other_cpu_s'] / r['wall_s']:.2f} cores"
              for r in allwrks if r["other_cpu_s"] / r["wall_s"] > OTHER_WARN]
     for kind, s in sss.items():
@@ -971,6 +1202,9 @@ def main():
     p.add_argument("--interval", default="15s")
     p.add_argument("--timeout", default="5s")
     p.add_argument("--out", required=True)
+    p.add_argument("--slow-n", type=int, default=0, help="also this many probes f01... of the slow target")
+    p.add_argument("--slow-port", type=int)
+    p.add_argument("--slow-interval", default="1s")
     p.set_defaults(fn=cmd_gen_config)
 
     p = sp.add_parser("selfsched")
@@ -996,6 +1230,51 @@ def main():
     p.add_argument("--config", required=True)
     p.add_argument("--reload-url", required=True)
     p.set_defaults(fn=cmd_scale_reload)
+
+    p = sp.add_parser("slow-target")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--delay-ms", type=float, default=100.0)
+    p.add_argument("--log", required=True, help="each hold, in seconds, one per line")
+    p.set_defaults(fn=cmd_slow_target)
+
+    p = sp.add_parser("fid-sample")
+    p.add_argument("--results", required=True)
+    p.add_argument("--exporter", required=True)
+    p.add_argument("--scenario", required=True)
+    p.add_argument("--url", required=True)
+    p.add_argument("--clients", type=int, default=20)
+    p.add_argument("--every", type=float, default=1.0)
+    p.add_argument("--seconds", type=float, required=True)
+    p.set_defaults(fn=cmd_fid_sample)
+
+    p = sp.add_parser("fid-runs")
+    p.add_argument("--results", required=True)
+    p.add_argument("--exporter", required=True)
+    p.add_argument("--scenario", required=True)
+    p.add_argument("--api", required=True, help="http://HOST:PORT/api/v1/probes")
+    p.add_argument("--prefix", default="f")
+    p.add_argument("--n", type=int, required=True)
+    p.add_argument("--since", type=float, required=True)
+    p.add_argument("--until", type=float, required=True)
+    p.add_argument("--machine-cores", type=float, required=True)
+    p.set_defaults(fn=cmd_fid_runs)
+
+    p = sp.add_parser("fid-load")
+    p.add_argument("--results", required=True)
+    p.add_argument("--exporter", required=True)
+    p.add_argument("--scenario", required=True)
+    p.add_argument("--log", required=True)
+    p.set_defaults(fn=cmd_fid_load)
+
+    p = sp.add_parser("fid-holds")
+    p.add_argument("--results", required=True)
+    p.add_argument("--log", required=True)
+    p.add_argument("--rt", default="none")
+    p.set_defaults(fn=cmd_fid_holds)
+
+    p = sp.add_parser("busy")
+    p.add_argument("seconds", type=float)
+    p.set_defaults(fn=cmd_busy)
 
     p = sp.add_parser("report")
     p.add_argument("--results", required=True)

@@ -30,6 +30,9 @@ BENCH_SCRAPES=${BENCH_SCRAPES:-5}          # timed /metrics scrapes
 BENCH_SCALE_NS=${BENCH_SCALE_NS:-"1000 10000 100000"} # scale: the probe counts of the growth table
 BENCH_SCALE_INTERVAL=${BENCH_SCALE_INTERVAL:-60s} # scale: their interval
 BENCH_SCALE_WINDOW=${BENCH_SCALE_WINDOW:-} # scale: seconds of measuring window (default: one interval, after one interval and 10 s)
+BENCH_FID_WINDOW=${BENCH_FID_WINDOW:-30}  # fidelity: seconds of each scenario's window
+BENCH_FID_CLIENTS=${BENCH_FID_CLIENTS:-20} # fidelity: probes of the slow target (each once a second)
+BENCH_FID_RATE=${BENCH_FID_RATE:-667}      # fidelity: /probe rate of the "10,000 targets" load (10,000 / 15 s)
 BENCH_OUT=${BENCH_OUT:-$HERE/results/latest.md}
 BENCH_WAIT_IDLE=${BENCH_WAIT_IDLE:-0}      # seconds to wait, before each measurement, for the machine to be idle
 BENCH_KEEP_TMP=${BENCH_KEEP_TMP:-0}        # 1: keep the temp dir (configs, logs) for inspection
@@ -40,7 +43,7 @@ for v in $(compgen -e VIGIL_ || true); do export -n "$v"; done
 
 want() { [[ ",$BENCH_ONLY," == *",$1,"* ]]; }
 for s in ${BENCH_ONLY//,/ }; do
-  case $s in nginx|blackbox|vigil|selfsched|dns|icmp|scale) ;; *) echo "BENCH_ONLY: unknown section '$s' (nginx, blackbox, vigil, selfsched, dns, icmp, scale)" >&2; exit 2 ;; esac
+  case $s in nginx|blackbox|vigil|selfsched|dns|icmp|scale|fidelity) ;; *) echo "BENCH_ONLY: unknown section '$s' (nginx, blackbox, vigil, selfsched, dns, icmp, scale, fidelity)" >&2; exit 2 ;; esac
 done
 
 # ---------------------------------------------------------------------------- tools
@@ -50,7 +53,7 @@ need python3 python3
 need curl curl
 need nginx nginx
 need wrk wrk
-if want blackbox || want dns || want icmp; then need prometheus-blackbox-exporter prometheus-blackbox-exporter; fi
+if want blackbox || want dns || want icmp || want fidelity; then need prometheus-blackbox-exporter prometheus-blackbox-exporter; fi
 want dns && need dnsmasq dnsmasq-base
 if ((${#missing[@]})); then
   echo "bench: missing tools:" >&2
@@ -178,7 +181,7 @@ wait_http "http://127.0.0.1:$NGINX_PORT/" 15 "$NGINX_PID" || die "nginx did not 
 NGINX_VERSION=$(nginx -v 2>&1 | sed 's/^nginx version: //')
 WRK_VERSION=$({ wrk -v 2>&1 || true; } | awk 'NR == 1 {print $1, $2}') # wrk -v exits 1
 BLACKBOX_VERSION="not run"
-if want blackbox || want dns || want icmp; then
+if want blackbox || want dns || want icmp || want fidelity; then
   BLACKBOX_VERSION=$(prometheus-blackbox-exporter --version 2>&1 | sed -n '1{s/^blackbox_exporter, version //;p;}')
 fi
 DNSMASQ_VERSION="not run"
@@ -334,7 +337,7 @@ EOF
 fi
 
 # ---------------------------------------------------------------------------- vigil binary
-if want vigil || want selfsched || want dns || want icmp || want scale; then
+if want vigil || want selfsched || want dns || want icmp || want scale || want fidelity; then
   VIGIL_BUILT=0
   if [[ -z $VIGIL_BIN ]]; then
     VIGIL_BUILT=1
@@ -493,6 +496,123 @@ if want scale; then
     stop_pid "$pid"
   done
   COMMANDS+=("vigil run --config TMP/scale-N/vigil.yml --web.listen-address 127.0.0.1:PORT --storage.path TMP/scale-N/data --log.level warn   # defaults: {interval: $BENCH_SCALE_INTERVAL, timeout: $BENCH_SS_TIMEOUT}, N (${BENCH_SCALE_NS// /, }) probes {name: tNNNNN, kind: http, url: http://127.0.0.1:NGINX/?t=N}")
+fi
+
+# ---------------------------------------------------------------------------- F: measurement fidelity
+# A target that answers exactly 100 ms after reading each request (benchlib slow-target, under
+# SCHED_FIFO where allowed, so that a saturated machine delays it less than the exporters), probed
+# BENCH_FID_CLIENTS times a second. Each exporter through /probe: idle; beside a paced /probe load
+# of nginx at BENCH_FID_RATE/s (what a Prometheus scraping 10,000 targets every 15 s sends); beside
+# wrk -c256 at /probe of nginx (the machine saturated). Then vigil self-scheduled: BENCH_N HTTP
+# probes of nginx at BENCH_SS_INTERVAL and BENCH_FID_CLIENTS probes of the slow target at 1 s, the
+# runs read back from /api/v1/probes; then the same while wrk -c256 loads its /probe.
+if want fidelity; then
+  FID_DIR="$TMP/fidelity"
+  mkdir -p "$FID_DIR"
+  FID_PORT=$(freeport)
+  FID_RT=""
+  if chrt -f 10 true 2>/dev/null; then FID_RT="chrt -f 10"; fi
+  FID_CONNS=16
+  FID_DELAY_MS=$((FID_CONNS * 1000 / BENCH_FID_RATE))
+  echo "bench: fidelity: slow target (100 ms) on 127.0.0.1:$FID_PORT${FID_RT:+ under $FID_RT}"
+  $FID_RT python3 "$LIB" slow-target --port "$FID_PORT" --delay-ms 100 --log "$FID_DIR/holds.txt" \
+    >"$FID_DIR/slow.log" 2>&1 &
+  FID_PID=$!
+  PIDS+=("$FID_PID")
+  wait_http "http://127.0.0.1:$FID_PORT/" 15 "$FID_PID" || die "the slow target did not come up" "$FID_DIR/slow.log"
+  : >"$FID_DIR/holds.txt" # the truth of the measured runs only
+  printf -- '-- %s connections, each waiting %s ms before its next request\nfunction delay() return %s end\n' \
+    "$FID_CONNS" "$FID_DELAY_MS" "$FID_DELAY_MS" >"$FID_DIR/paced.lua"
+  printf 'modules:\n  http_2xx:\n    prober: http\n    timeout: 5s\n    http:\n      valid_status_codes: []\n      preferred_ip_protocol: ip4\n' \
+    >"$FID_DIR/blackbox.yml"
+  printf 'probes: []\n' >"$FID_DIR/probe.yml"
+
+  # fid_load EXPORTER SCENARIO PORT SECONDS: the background load of SCENARIO (none when idle) on
+  # the exporter's /probe of nginx; sets FID_LOAD_PID
+  fid_load() {
+    local url="http://127.0.0.1:$3/probe?module=http_2xx&target=http://127.0.0.1:$NGINX_PORT/"
+    FID_LOAD_PID=
+    case $2 in
+      *paced) wrk -t1 -c"$FID_CONNS" -d"$4s" --timeout 10s -s "$FID_DIR/paced.lua" "$url" >"$FID_DIR/wrk-$1-$2.log" 2>&1 & ;;
+      *saturated) wrk -t1 -c256 -d"$4s" --timeout 10s "$url" >"$FID_DIR/wrk-$1-$2.log" 2>&1 & ;;
+      *) return 0 ;;
+    esac
+    FID_LOAD_PID=$!
+    PIDS+=("$FID_LOAD_PID")
+    sleep 2
+  }
+  fid_load_end() { # fid_load_end EXPORTER SCENARIO
+    [[ -n $FID_LOAD_PID ]] || return 0
+    wait "$FID_LOAD_PID" || true
+    stop_pid "$FID_LOAD_PID"
+    python3 "$LIB" fid-load --results "$RESULTS" --exporter "$1" --scenario "$2" --log "$FID_DIR/wrk-$1-$2.log"
+  }
+  # fid_probe EXPORTER PORT: the three /probe scenarios
+  fid_probe() {
+    local exporter=$1 port=$2 scenario
+    for scenario in idle paced saturated; do
+      fid_load "$exporter" "$scenario" "$port" $((BENCH_FID_WINDOW + 4))
+      bg_wait python3 "$LIB" fid-sample --results "$RESULTS" --exporter "$exporter" --scenario "$scenario" \
+        --url "http://127.0.0.1:$port/probe?module=http_2xx&target=http://127.0.0.1:$FID_PORT/" \
+        --clients "$BENCH_FID_CLIENTS" --seconds "$BENCH_FID_WINDOW" ||
+        die "$exporter: no /probe of the slow target succeeded ($scenario)"
+      fid_load_end "$exporter" "$scenario"
+    done
+  }
+
+  port=$(freeport)
+  echo "bench: fidelity: prometheus-blackbox-exporter /probe"
+  prometheus-blackbox-exporter --config.file="$FID_DIR/blackbox.yml" --web.listen-address="127.0.0.1:$port" \
+    --log.level=warn >"$FID_DIR/blackbox.log" 2>&1 &
+  pid=$!
+  PIDS+=("$pid")
+  wait_http "http://127.0.0.1:$port/metrics" 20 "$pid" || die "blackbox_exporter did not come up" "$FID_DIR/blackbox.log"
+  fid_probe blackbox "$port"
+  stop_pid "$pid"
+
+  port=$(freeport)
+  echo "bench: fidelity: vigil /probe"
+  "$VIGIL_BIN" run --config "$FID_DIR/probe.yml" --blackbox.config-file "$FID_DIR/blackbox.yml" \
+    --web.listen-address "127.0.0.1:$port" --storage.path "$FID_DIR/probe-data" --log.level warn \
+    >"$FID_DIR/vigil-probe.log" 2>&1 &
+  pid=$!
+  PIDS+=("$pid")
+  wait_http "http://127.0.0.1:$port/metrics" 30 "$pid" || die "vigil did not come up" "$FID_DIR/vigil-probe.log"
+  fid_probe vigil "$port"
+  stop_pid "$pid"
+
+  port=$(freeport)
+  python3 "$LIB" gen-config --n "$BENCH_N" --port "$NGINX_PORT" --interval "$BENCH_SS_INTERVAL" \
+    --timeout "$BENCH_SS_TIMEOUT" --slow-n "$BENCH_FID_CLIENTS" --slow-port "$FID_PORT" --slow-interval 1s \
+    --out "$FID_DIR/selfsched.yml"
+  echo "bench: fidelity: vigil self-scheduled, $BENCH_N probes of nginx at $BENCH_SS_INTERVAL and $BENCH_FID_CLIENTS of the slow target at 1s"
+  "$VIGIL_BIN" run --config "$FID_DIR/selfsched.yml" --blackbox.config-file "$FID_DIR/blackbox.yml" \
+    --web.listen-address "127.0.0.1:$port" --storage.path "$FID_DIR/selfsched-data" --log.level warn \
+    >"$FID_DIR/vigil-selfsched.log" 2>&1 &
+  pid=$!
+  PIDS+=("$pid")
+  wait_http "http://127.0.0.1:$port/-/healthy" 60 "$pid" || die "vigil (self-scheduled) did not come up" "$FID_DIR/vigil-selfsched.log"
+  bg_wait sleep "$BENCH_SS_WARMUP"
+  for scenario in selfsched-others selfsched-saturated; do
+    fid_load vigil "$scenario" "$port" $((BENCH_FID_WINDOW + 4))
+    since=$(date +%s.%N)
+    busy=$(python3 "$LIB" busy "$BENCH_FID_WINDOW")
+    until=$(date +%s.%N)
+    fid_load_end vigil "$scenario"
+    sleep 3 # the history writer flushes once a second
+    kill -0 "$pid" 2>/dev/null || die "vigil (self-scheduled) exited" "$FID_DIR/vigil-selfsched.log"
+    python3 "$LIB" fid-runs --results "$RESULTS" --exporter vigil --scenario "$scenario" \
+      --api "http://127.0.0.1:$port/api/v1/probes" --n "$BENCH_FID_CLIENTS" --since "$since" --until "$until" \
+      --machine-cores "$busy" ||
+      die "no self-scheduled run of the slow target was recorded ($scenario)" "$FID_DIR/vigil-selfsched.log"
+  done
+  stop_pid "$pid"
+  stop_pid "$FID_PID"
+  python3 "$LIB" fid-holds --results "$RESULTS" --log "$FID_DIR/holds.txt" --rt "${FID_RT:-none}"
+  COMMANDS+=("${FID_RT:+$FID_RT }python3 bench/benchlib.py slow-target --port SLOW --delay-ms 100   # answers each request 100 ms after accepting its connection"
+    "wrk -t1 -c$FID_CONNS -dSECONDS --timeout 10s -s paced.lua 'http://127.0.0.1:EXPORTER/probe?module=http_2xx&target=http://127.0.0.1:NGINX/'   # delay() $FID_DELAY_MS ms per connection: about $BENCH_FID_RATE/s"
+    "wrk -t1 -c256 -dSECONDS --timeout 10s 'http://127.0.0.1:EXPORTER/probe?module=http_2xx&target=http://127.0.0.1:NGINX/'   # saturated"
+    "vigil run --config TMP/fidelity/selfsched.yml ...   # $BENCH_N probes {kind: http, url: http://127.0.0.1:NGINX/?t=N} at $BENCH_SS_INTERVAL, $BENCH_FID_CLIENTS probes {name: fNN, kind: http, url: http://127.0.0.1:SLOW/?f=NN, interval: 1s}")
 fi
 
 # ---------------------------------------------------------------------------- report
