@@ -390,7 +390,7 @@ mod tests {
     #[tokio::test]
     async fn probes_run_on_their_own_threads_in_turn_and_stop_with_them() {
         let workers = workers::Workers::start(&CheckContext::default());
-        assert!(workers.len() >= 1);
+        assert_ne!(workers.len(), 0, "at least one probe thread");
         let mut seen = HashSet::new();
         for _ in 0..workers.len() {
             let (tx, rx) = tokio::sync::oneshot::channel();
@@ -407,7 +407,9 @@ mod tests {
         struct Dropped(Option<tokio::sync::oneshot::Sender<()>>);
         impl Drop for Dropped {
             fn drop(&mut self) {
-                let _ = self.0.take().map(|tx| tx.send(()));
+                if let Some(tx) = self.0.take() {
+                    let _ = tx.send(());
+                }
             }
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
